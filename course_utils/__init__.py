@@ -1,0 +1,73 @@
+"""course_utils: the small library behind the diffusion-models course notebooks.
+
+Each chapter notebook (``notebooks/0N_*.ipynb``) imports what it needs from here; everything in
+this package is tested against exact answers in ``tests/``.
+
+Notation (one table for the whole course, code and Markdown alike)
+-----------------------------------------------------------------
+=================  ==============================================================================
+name               meaning
+=================  ==============================================================================
+``x0, xt, x_T``    clean data, noisy data at time t, terminal noise
+``eps``            only the Gaussian noise epsilon ~ N(0, I) (a small time cutoff is ``t_min``)
+``t``              continuous time in [0, T] for ODEs/SDEs; an integer index for DDPM/DDIM
+``alpha, sigma``   signal and noise scales of a forward process, x_t = alpha(t) x0 + sigma(t) eps
+``beta``           DDPM's beta_t; ``alpha_bar`` = prod_s (1 - beta_s)
+``f, g``           drift and diffusion of an SDE (for an ODE, ``f`` is the velocity field)
+``eta, w, tau``    DDIM's eta, guidance weight, temperature
+``z``              the state of a neural ODE / continuous normalizing flow (chapter 0)
+=================  ==============================================================================
+
+Modules: ``data`` (toy 2-D sets, exact Gaussian mixtures), ``ode`` (divergences, CNF dynamics),
+``metrics`` (two-sample distances and their noise floor), ``plotting``, ``train`` (training loop,
+EMA, checkpoints), ``exercises`` (checkers for the notebooks' exercises), ``pretrain`` (regenerates
+the shipped checkpoints).
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "get_device", "append_dims", "REPO_ROOT", "CHECKPOINT_DIR"]
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKPOINT_DIR = os.path.join(REPO_ROOT, "data", "checkpoints")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and PyTorch's global generators; return a fresh seeded torch.Generator.
+
+    Use the returned generator for anything that should not depend on how much global randomness
+    earlier cells consumed.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device() -> torch.device:
+    """The best available device: CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def append_dims(c: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Append trailing singleton dimensions to ``c`` until it has ``ndim`` dimensions.
+
+    A per-example coefficient of shape (B,) becomes (B, 1) for 2-D points and (B, 1, 1, 1) for
+    images, so one line of code broadcasts over both.
+    """
+    extra = ndim - c.ndim
+    if extra < 0:
+        raise ValueError(f"append_dims: c has {c.ndim} dims, more than the target ndim={ndim}")
+    return c[(...,) + (None,) * extra]

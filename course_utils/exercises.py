@@ -1,0 +1,112 @@
+"""Checkers for the notebooks' exercises.
+
+Each ``check_*`` function takes the learner's function, runs it on inputs with known answers, prints
+one line (a tick, what is wrong, or "not attempted yet") and returns True or False. It never raises,
+so a notebook with unfinished exercises still runs top to bottom.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .ode import divergence_exact
+
+__all__ = ["check_euler_solve", "check_tanh_divergence", "check_affine_flow_log_prob",
+           "check_hutchinson_variance", "check_adjoint_gradient"]
+
+
+class _Wrong(Exception):
+    pass
+
+
+def _checker(fn):
+    @functools.wraps(fn)
+    def wrapper(answer):
+        name = getattr(answer, "__name__", "your function")
+        try:
+            msg = fn(answer)
+        except NotImplementedError:
+            print(f"… {name}: not attempted yet (it raises NotImplementedError).")
+            return False
+        except _Wrong as e:
+            print(f"✗ {name}: {e}")
+            return False
+        except Exception as e:  # the learner's code failed: say how, don't stop the notebook
+            print(f"✗ {name} raised {type(e).__name__}: {e}")
+            return False
+        print(f"✓ {name}: {msg}")
+        return True
+    return wrapper
+
+
+def _close(got, want, what, atol=1e-6, rtol=1e-5):
+    got = torch.as_tensor(got, dtype=torch.float64)
+    want = torch.as_tensor(want, dtype=torch.float64)
+    if got.shape != want.shape:
+        raise _Wrong(f"{what}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}")
+    if not torch.allclose(got, want, atol=atol, rtol=rtol):
+        err = (got - want).abs().max().item()
+        raise _Wrong(f"{what}: off by up to {err:.3g} (expected e.g. {want.flatten()[:3].tolist()}, "
+                     f"got {got.flatten()[:3].tolist()})")
+
+
+@_checker
+def check_euler_solve(euler_solve):
+    """Exercise 0.1: ``euler_solve(f, z0, t0, t1, n_steps)`` with f(t, z), returning z(t1)."""
+    A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=torch.float64)
+    f = lambda t, z: z @ A.T  # noqa: E731
+    z0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    _close(euler_solve(f, z0, 0.0, 0.5, 1), z0 + 0.5 * f(0.0, z0), "one step of size h = 0.5")
+    exact = z0 @ torch.linalg.matrix_exp(A.T)
+    e1 = (euler_solve(f, z0, 0.0, 1.0, 400) - exact).abs().max().item()
+    e2 = (euler_solve(f, z0, 0.0, 1.0, 800) - exact).abs().max().item()
+    if not 1.8 < e1 / e2 < 2.2:
+        raise _Wrong(f"halving h should halve the error of Euler's method, but it divided it by {e1 / e2:.2f}")
+    return f"one step is exact, and the error halves with h (ratio {e1 / e2:.2f}): first order."
+
+
+@_checker
+def check_tanh_divergence(tanh_divergence):
+    """Exercise 0.2: ``tanh_divergence(W, b, x)``: div of f(x) = tanh(W x + b), x (B, D) -> (B,)."""
+    g = torch.Generator().manual_seed(3)
+    for D in (2, 5):
+        W = torch.randn(D, D, generator=g, dtype=torch.float64)
+        b = torch.randn(D, generator=g, dtype=torch.float64)
+        x = torch.randn(7, D, generator=g, dtype=torch.float64)
+        want = divergence_exact(lambda y, W=W, b=b: torch.tanh(y @ W.T + b), x)
+        _close(tanh_divergence(W, b, x), want, f"divergence in D = {D}")
+    return "matches the autograd trace of the Jacobian in 2 and 5 dimensions."
+
+
+@_checker
+def check_affine_flow_log_prob(affine_flow_log_prob):
+    """Exercise 0.3: ``affine_flow_log_prob(x, A, b)``: log-density of x = A z + b, z ~ N(0, I)."""
+    g = torch.Generator().manual_seed(4)
+    A = torch.randn(3, 3, generator=g, dtype=torch.float64) + 2 * torch.eye(3, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    want = torch.distributions.MultivariateNormal(b, A @ A.T).log_prob(x)
+    _close(affine_flow_log_prob(x, A, b), want, "log p(x)")
+    return "equals the log-density of N(b, A A^T), as the change of variables says it must."
+
+
+@_checker
+def check_hutchinson_variance(hutchinson_variance):
+    """Exercise 0.4: ``hutchinson_variance(A, kind)``: Var[v^T A v] for kind 'gaussian'/'rademacher'."""
+    g = torch.Generator().manual_seed(5)
+    A = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    S = (A + A.T) / 2
+    want = {"gaussian": 2 * (S ** 2).sum(), "rademacher": 2 * ((S ** 2).sum() - (S.diagonal() ** 2).sum())}
+    for kind, w in want.items():
+        _close(hutchinson_variance(A, kind), w, f"variance for {kind} probes", atol=1e-8)
+    return "both closed forms are right (and Rademacher never loses to Gaussian)."
+
+
+@_checker
+def check_adjoint_gradient(adjoint_gradient):
+    """Exercise 0.5: ``adjoint_gradient(theta, z0, T)``: dL/dtheta for dz/dt = theta z, L = z(T)^2 / 2."""
+    for theta, z0, T in [(0.3, 1.5, 1.0), (-0.7, -2.0, 2.0)]:
+        zT = z0 * torch.exp(torch.tensor(theta * T, dtype=torch.float64))
+        _close(adjoint_gradient(theta, z0, T), T * zT ** 2, f"dL/dtheta at theta={theta}, z0={z0}, T={T}")
+    return "matches d/dtheta of z0^2 exp(2 theta T) / 2 = T z(T)^2."

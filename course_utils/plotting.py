@@ -1,0 +1,138 @@
+"""Plots used across the chapters: 2-D scatter, density and vector-field plots, image grids, and
+trajectory animations small enough to keep inside a committed notebook."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import animation
+
+__all__ = ["grid_points", "scatter_2d", "density_2d", "vector_field", "image_grid",
+           "animate_trajectories"]
+
+
+def _np(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def grid_points(lim: float = 3.0, n: int = 100):
+    """An n x n grid over [-lim, lim]^2: returns (points (n*n, 2) tensor, X, Y meshes as arrays)."""
+    if n < 2 or lim <= 0:
+        raise ValueError(f"need n >= 2 and lim > 0, got n={n}, lim={lim}")
+    xs = np.linspace(-lim, lim, n)
+    X, Y = np.meshgrid(xs, xs)
+    pts = torch.tensor(np.stack([X.ravel(), Y.ravel()], 1), dtype=torch.float32)
+    return pts, X, Y
+
+
+def _ax(ax):
+    return ax if ax is not None else plt.subplots(figsize=(4, 4))[1]
+
+
+def _label_plane(ax, title):
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def scatter_2d(x, ax=None, lim: float | None = 3.0, title: str | None = None, s: float = 2,
+               alpha: float = 0.4, **kw):
+    """Scatter plot of points x (n, 2) with equal axes."""
+    ax = _ax(ax)
+    x = _np(x)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"x must have shape (n, 2), got {x.shape}")
+    ax.scatter(x[:, 0], x[:, 1], s=s, alpha=alpha, **kw)
+    if lim is not None:
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    return _label_plane(ax, title)
+
+
+def density_2d(log_prob_fn, ax=None, lim: float = 3.0, n: int = 100, title: str | None = None,
+               cmap: str = "viridis", batch: int = 4096):
+    """Image of exp(log_prob_fn(points)) on a grid over [-lim, lim]^2. Returns (ax, density array)."""
+    ax = _ax(ax)
+    pts, X, Y = grid_points(lim, n)
+    with torch.no_grad():
+        lp = torch.cat([log_prob_fn(pts[i:i + batch]) for i in range(0, len(pts), batch)])
+    dens = _np(lp.exp()).reshape(X.shape)
+    ax.imshow(dens, origin="lower", extent=(-lim, lim, -lim, lim), cmap=cmap)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title:
+        ax.set_title(title)
+    return ax, dens
+
+
+def vector_field(fn, ax=None, lim: float = 3.0, n: int = 20, title: str | None = None,
+                 normalize: bool = False, **kw):
+    """Quiver plot of a field fn: (B, 2) -> (B, 2) on an n x n grid over [-lim, lim]^2."""
+    ax = _ax(ax)
+    pts, X, Y = grid_points(lim, n)
+    with torch.no_grad():
+        v = _np(fn(pts))
+    if normalize:
+        v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-8)
+    ax.quiver(X, Y, v[:, 0].reshape(X.shape), v[:, 1].reshape(X.shape), **kw)
+    return _label_plane(ax, title)
+
+
+def image_grid(images, nrow: int = 8, ax=None, title: str | None = None, value_range=(-1.0, 1.0)):
+    """Show a batch of images (B, C, H, W) with values in ``value_range`` as one grid."""
+    x = _np(images)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (B, C, H, W) with C in (1, 3), got {x.shape}")
+    lo, hi = value_range
+    x = np.clip((x - lo) / (hi - lo), 0, 1)
+    B, C, H, W = x.shape
+    ncol = min(nrow, B)
+    rows = -(-B // ncol)
+    canvas = np.ones((rows * (H + 1) + 1, ncol * (W + 1) + 1, C))
+    for i in range(B):
+        r, c = divmod(i, ncol)
+        canvas[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = \
+            x[i].transpose(1, 2, 0)
+    ax = ax if ax is not None else plt.subplots(figsize=(ncol * 0.6 + 0.5, rows * 0.6 + 0.5))[1]
+    ax.imshow(canvas.squeeze(-1) if C == 1 else canvas, cmap="gray" if C == 1 else None,
+              vmin=0, vmax=1)
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def animate_trajectories(path, ts=None, lim: float = 3.0, max_frames: int = 25, max_points: int = 1000,
+                         dpi: int = 60, title: str = "", s: float = 2):
+    """Animate point clouds along a path of shape (n_times, n_points, 2) as HTML/JavaScript.
+
+    Kept small for a committed notebook: at most ``max_frames`` frames (evenly subsampled), at most
+    ``max_points`` points and a low ``dpi``. Returns an ``IPython.display.HTML`` object.
+    """
+    from IPython.display import HTML
+
+    p = _np(path)
+    if p.ndim != 3 or p.shape[2] != 2:
+        raise ValueError(f"path must have shape (n_times, n_points, 2), got {p.shape}")
+    frames = np.unique(np.linspace(0, p.shape[0] - 1, min(max_frames, p.shape[0])).round().astype(int))
+    p = p[:, :max_points]
+    t = _np(ts) if ts is not None else np.arange(p.shape[0])
+    fig, ax = plt.subplots(figsize=(3, 3), dpi=dpi)
+    sc = ax.scatter(p[0, :, 0], p[0, :, 1], s=s, alpha=0.5)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    label = ax.set_title("")
+
+    def draw(i):
+        sc.set_offsets(p[i])
+        label.set_text(f"{title} t = {float(t[i]):.2f}".strip())
+        return sc, label
+
+    anim = animation.FuncAnimation(fig, draw, frames=frames, interval=150, blit=False)
+    html = anim.to_jshtml(default_mode="once")
+    plt.close(fig)
+    return HTML(html)

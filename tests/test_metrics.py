@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from course_utils.data import example_mixture
+from course_utils.metrics import (
+    distance_ratio,
+    energy_distance,
+    mode_weights,
+    noise_floor,
+    sliced_wasserstein,
+)
+
+
+def test_energy_distance_of_shifted_gaussians_closed_form():
+    # 1-D: for X ~ N(0, 1), Y ~ N(m, 1): E|X - Y| = E|N(m, 2)|, E|X - X'| = 2 / sqrt(pi)
+    g = torch.Generator().manual_seed(0)
+    m, n = 1.0, 4000
+    x = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64) + m
+    s = math.sqrt(2)
+    e_xy = s * math.sqrt(2 / math.pi) * math.exp(-m ** 2 / (2 * s ** 2)) + m * math.erf(m / (s * math.sqrt(2)))
+    exact = 2 * e_xy - 2 * 2 / math.sqrt(math.pi)
+    assert abs(energy_distance(x, y) - exact) < 0.05 * exact
+
+
+def test_energy_distance_zero_for_identical_and_symmetric():
+    x = torch.randn(100, 2)
+    y = torch.randn(120, 2) + 0.5
+    assert abs(energy_distance(x, x)) < 1e-12
+    assert abs(energy_distance(x, y) - energy_distance(y, x)) < 1e-12
+
+
+def test_sliced_wasserstein_of_translation():
+    # W2 of a translation by m projected on a unit direction u is |u.m|; E[(u.m)^2] = |m|^2 / D
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2000, 2, generator=g)
+    m = torch.tensor([3.0, 4.0])
+    sw = sliced_wasserstein(x, x + m, n_projections=4000, generator=g)
+    assert abs(sw - 5.0 / math.sqrt(2)) < 0.05
+
+
+def test_noise_floor_and_ratio():
+    gm = example_mixture()
+    g = torch.Generator().manual_seed(2)
+    floor, spread = noise_floor(gm.sample, 1000, repeats=10, generator=g)
+    assert floor > 0 and spread > 0
+    good = [gm.sample(1000, g) for _ in range(10)]
+    ratio, _, _ = distance_ratio(good, gm.sample, generator=g)
+    assert 0.6 < ratio < 1.6
+    bad = [1.3 * gm.sample(1000, g) for _ in range(10)]
+    assert distance_ratio(bad, gm.sample, generator=g)[0] > 3
+
+
+def test_mode_weights_of_true_samples():
+    gm = example_mixture()
+    n = 50_000
+    w = mode_weights(gm.sample(n, torch.Generator().manual_seed(3)), gm)
+    assert w.shape == (3,) and abs(w.sum().item() - 1) < 1e-12
+    # assignment by largest posterior is not the true label, but the overlap here is small
+    assert (w - gm.weights.double()).abs().max() < 0.02
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="same dimension"):
+        energy_distance(torch.randn(5, 2), torch.randn(5, 3))
+    with pytest.raises(ValueError, match="same number of points"):
+        sliced_wasserstein(torch.randn(5, 2), torch.randn(6, 2))
+    with pytest.raises(ValueError, match="samples must be a non-empty list"):
+        distance_ratio([], example_mixture().sample)
+    with pytest.raises(ValueError, match="repeats"):
+        noise_floor(example_mixture().sample, 10, repeats=0)

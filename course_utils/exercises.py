@@ -7,13 +7,14 @@ so a notebook with unfinished exercises still runs top to bottom.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
 from .ode import divergence_exact
 
 __all__ = ["check_euler_solve", "check_tanh_divergence", "check_affine_flow_log_prob",
-           "check_hutchinson_variance", "check_adjoint_gradient"]
+           "check_hutchinson_trace", "check_adjoint_state"]
 
 
 class _Wrong(Exception):
@@ -92,21 +93,50 @@ def check_affine_flow_log_prob(affine_flow_log_prob):
 
 
 @_checker
-def check_hutchinson_variance(hutchinson_variance):
-    """Exercise 0.4: ``hutchinson_variance(A, kind)``: Var[v^T A v] for kind 'gaussian'/'rademacher'."""
+def check_hutchinson_trace(hutchinson_trace):
+    """Exercise 0.4: ``hutchinson_trace(matvec, D, n_probes, generator)``: Hutchinson's estimate of
+    tr(A) from matrix-vector products only, averaging n_probes Rademacher probes."""
     g = torch.Generator().manual_seed(5)
-    A = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    A = torch.randn(6, 6, generator=g, dtype=torch.float64)
     S = (A + A.T) / 2
-    want = {"gaussian": 2 * (S ** 2).sum(), "rademacher": 2 * ((S ** 2).sum() - (S.diagonal() ** 2).sum())}
-    for kind, w in want.items():
-        _close(hutchinson_variance(A, kind), w, f"variance for {kind} probes", atol=1e-8)
-    return "both closed forms are right (and Rademacher never loses to Gaussian)."
+    var1 = 2 * ((S ** 2).sum() - (S.diagonal() ** 2).sum()).item()  # Eq. (0.7), Rademacher
+    calls = []
+
+    def matvec(v):
+        calls.append(v.shape)
+        return A @ v
+
+    gen = torch.Generator().manual_seed(0)
+    one = torch.tensor([float(hutchinson_trace(matvec, 6, 1, gen)) for _ in range(4000)], dtype=torch.float64)
+    if not calls:
+        raise _Wrong("matvec was never called: the estimate must come from products A v")
+    se = (var1 / len(one)) ** 0.5
+    if abs(one.mean().item() - A.trace().item()) > 4 * se:
+        raise _Wrong(f"with 1 probe the mean of 4000 estimates is {one.mean():.3f}, but tr(A) = "
+                     f"{A.trace():.3f} (standard error {se:.3f}): the estimator is biased")
+    if not 0.85 < one.var().item() / var1 < 1.15:
+        raise _Wrong(f"variance with 1 probe is {one.var():.3f}; Rademacher probes should give {var1:.3f}")
+    many = torch.tensor([float(hutchinson_trace(matvec, 6, 100, gen)) for _ in range(400)], dtype=torch.float64)
+    ratio = one.var().item() / many.var().item()
+    if not 60 < ratio < 160:
+        raise _Wrong(f"averaging 100 probes should divide the variance by 100, but it divided it by {ratio:.0f}")
+    a = hutchinson_trace(matvec, 6, 10, torch.Generator().manual_seed(1))
+    b = hutchinson_trace(matvec, 6, 10, torch.Generator().manual_seed(1))
+    if float(a) != float(b):
+        raise _Wrong("the same generator seed gave different estimates: draw the probes from `generator`")
+    return (f"unbiased, variance {one.var():.2f} = Eq. (0.7) with one probe, "
+            f"and {ratio:.0f}x smaller with 100 probes.")
 
 
 @_checker
-def check_adjoint_gradient(adjoint_gradient):
-    """Exercise 0.5: ``adjoint_gradient(theta, z0, T)``: dL/dtheta for dz/dt = theta z, L = z(T)^2 / 2."""
+def check_adjoint_state(adjoint_state):
+    """Exercise 0.5: ``adjoint_state(theta, z0, T, t)``: a(t) = dL/dz(t) for dz/dt = theta z,
+    L = z(T)^2 / 2."""
     for theta, z0, T in [(0.3, 1.5, 1.0), (-0.7, -2.0, 2.0)]:
-        zT = z0 * torch.exp(torch.tensor(theta * T, dtype=torch.float64))
-        _close(adjoint_gradient(theta, z0, T), T * zT ** 2, f"dL/dtheta at theta={theta}, z0={z0}, T={T}")
-    return "matches d/dtheta of z0^2 exp(2 theta T) / 2 = T z(T)^2."
+        for t in [0.0, 0.5 * T, T]:
+            # dL/dz(t) by autograd through the exact flow z(T) = z(t) e^{theta (T - t)}
+            zt = torch.tensor(z0 * math.exp(theta * t), dtype=torch.float64, requires_grad=True)
+            L = 0.5 * (zt * math.exp(theta * (T - t))) ** 2
+            want = torch.autograd.grad(L, zt)[0]
+            _close(adjoint_state(theta, z0, T, t), want, f"a(t) at theta={theta}, z0={z0}, T={T}, t={t}")
+    return "matches dL/dz(t) at the start, middle and end of the interval."

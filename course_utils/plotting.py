@@ -29,17 +29,17 @@ def _ax(ax):
     return ax if ax is not None else plt.subplots(figsize=(4, 4))[1]
 
 
-def _label_plane(ax, title):
+def _label_plane(ax, title, labels=("$x_1$", "$x_2$")):
     ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     if title:
         ax.set_title(title)
     return ax
 
 
 def scatter_2d(x, ax=None, lim: float | None = 3.0, title: str | None = None, s: float = 2,
-               alpha: float = 0.4, **kw):
+               alpha: float = 0.4, labels=("$x_1$", "$x_2$"), **kw):
     """Scatter plot of points x (n, 2) with equal axes."""
     ax = _ax(ax)
     x = _np(x)
@@ -49,18 +49,22 @@ def scatter_2d(x, ax=None, lim: float | None = 3.0, title: str | None = None, s:
     if lim is not None:
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
-    return _label_plane(ax, title)
+    return _label_plane(ax, title, labels)
 
 
 def density_2d(log_prob_fn, ax=None, lim: float = 3.0, n: int = 100, title: str | None = None,
-               cmap: str = "viridis", batch: int = 4096):
-    """Image of exp(log_prob_fn(points)) on a grid over [-lim, lim]^2. Returns (ax, density array)."""
+               cmap: str = "viridis", batch: int = 4096, vmax: float | None = None, colorbar: bool = False):
+    """Image of exp(log_prob_fn(points)) on a grid over [-lim, lim]^2. Returns (ax, density array).
+
+    Pass the same ``vmax`` to panels that should be compared colour for colour."""
     ax = _ax(ax)
     pts, X, Y = grid_points(lim, n)
     with torch.no_grad():
         lp = torch.cat([log_prob_fn(pts[i:i + batch]) for i in range(0, len(pts), batch)])
     dens = _np(lp.exp()).reshape(X.shape)
-    ax.imshow(dens, origin="lower", extent=(-lim, lim, -lim, lim), cmap=cmap)
+    im = ax.imshow(dens, origin="lower", extent=(-lim, lim, -lim, lim), cmap=cmap, vmin=0, vmax=vmax)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="density")
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     if title:
@@ -69,7 +73,7 @@ def density_2d(log_prob_fn, ax=None, lim: float = 3.0, n: int = 100, title: str 
 
 
 def vector_field(fn, ax=None, lim: float = 3.0, n: int = 20, title: str | None = None,
-                 normalize: bool = False, **kw):
+                 normalize: bool = False, labels=("$x_1$", "$x_2$"), **kw):
     """Quiver plot of a field fn: (B, 2) -> (B, 2) on an n x n grid over [-lim, lim]^2."""
     ax = _ax(ax)
     pts, X, Y = grid_points(lim, n)
@@ -78,7 +82,7 @@ def vector_field(fn, ax=None, lim: float = 3.0, n: int = 20, title: str | None =
     if normalize:
         v = v / (np.linalg.norm(v, axis=1, keepdims=True) + 1e-8)
     ax.quiver(X, Y, v[:, 0].reshape(X.shape), v[:, 1].reshape(X.shape), **kw)
-    return _label_plane(ax, title)
+    return _label_plane(ax, title, labels)
 
 
 def image_grid(images, nrow: int = 8, ax=None, title: str | None = None, value_range=(-1.0, 1.0)):
@@ -106,7 +110,7 @@ def image_grid(images, nrow: int = 8, ax=None, title: str | None = None, value_r
 
 
 def animate_trajectories(path, ts=None, lim: float = 3.0, max_frames: int = 25, max_points: int = 1000,
-                         dpi: int = 60, title: str = "", s: float = 2):
+                         dpi: int = 60, title: str = "", s: float = 2, labels=("$x_1$", "$x_2$")):
     """Animate point clouds along a path of shape (n_times, n_points, 2) as HTML/JavaScript.
 
     Kept small for a committed notebook: at most ``max_frames`` frames (evenly subsampled), at most
@@ -124,7 +128,7 @@ def animate_trajectories(path, ts=None, lim: float = 3.0, max_frames: int = 25, 
     sc = ax.scatter(p[0, :, 0], p[0, :, 1], s=s, alpha=0.5)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
+    _label_plane(ax, None, labels)
     label = ax.set_title("")
 
     def draw(i):

@@ -1,6 +1,6 @@
 """Regenerate the course's shipped checkpoints, deterministically from a seed.
 
-    python -m course_utils.pretrain cnf_gmm            # chapter 0's FFJORD model (about 2-3 min on 2 CPU cores)
+    python -m course_utils.pretrain cnf_gmm            # chapter 0's FFJORD model (about 4 min on 2 CPU cores)
     python -m course_utils.pretrain cnf_gmm --out /tmp/x.pt --iters 50
 
 Each entry records its configuration, the number of iterations and the training time in the

@@ -29,16 +29,19 @@ def affine_flow_log_prob(x, A, b):
     return -0.5 * (z ** 2).sum(1) - 0.5 * x.shape[1] * math.log(2 * math.pi) - torch.linalg.slogdet(A)[1]
 
 
-def hutchinson_variance(A, kind):
-    S = (A + A.T) / 2
-    if kind == "gaussian":
-        return 2 * (S ** 2).sum()
-    return 2 * ((S ** 2).sum() - (S.diagonal() ** 2).sum())
+def hutchinson_trace(matvec, D, n_probes, generator):
+    v = torch.randint(0, 2, (D, n_probes), generator=generator, dtype=torch.float64) * 2 - 1
+    return (v * matvec(v)).sum(0).mean()
 
 
-def adjoint_gradient(theta, z0, T):
+def gaussian_hutchinson_trace(matvec, D, n_probes, generator):  # unbiased, but the wrong variance
+    v = torch.randn(D, n_probes, generator=generator, dtype=torch.float64)
+    return (v * matvec(v)).sum(0).mean()
+
+
+def adjoint_state(theta, z0, T, t):
     zT = z0 * math.exp(theta * T)
-    return T * zT ** 2
+    return zT * math.exp(theta * (T - t))
 
 
 def not_attempted(*args):
@@ -49,8 +52,8 @@ def test_checkers_accept_solutions(capsys):
     assert ex.check_euler_solve(euler_solve)
     assert ex.check_tanh_divergence(tanh_divergence)
     assert ex.check_affine_flow_log_prob(affine_flow_log_prob)
-    assert ex.check_hutchinson_variance(hutchinson_variance)
-    assert ex.check_adjoint_gradient(adjoint_gradient)
+    assert ex.check_hutchinson_trace(hutchinson_trace)
+    assert ex.check_adjoint_state(adjoint_state)
     assert capsys.readouterr().out.count("✓") == 5
 
 
@@ -59,10 +62,13 @@ def test_checkers_reject_wrong_answers(capsys):
     assert not ex.check_tanh_divergence(lambda W, b, x: (1 - torch.tanh(x @ W.T + b) ** 2).sum(1))
     assert not ex.check_affine_flow_log_prob(  # forgot the log-determinant
         lambda x, A, b: affine_flow_log_prob(x, A, b) + torch.linalg.slogdet(A)[1])
-    assert not ex.check_hutchinson_variance(lambda A, kind: 2 * (A ** 2).sum())
-    assert not ex.check_adjoint_gradient(lambda theta, z0, T: z0 * math.exp(theta * T))
+    assert not ex.check_hutchinson_trace(gaussian_hutchinson_trace)
+    assert not ex.check_hutchinson_trace(lambda matvec, D, n, g: matvec(torch.eye(D, dtype=torch.float64)).trace())
+    assert not ex.check_hutchinson_trace(  # one probe whatever n_probes says
+        lambda matvec, D, n, g: hutchinson_trace(matvec, D, 1, g))
+    assert not ex.check_adjoint_state(lambda theta, z0, T, t: z0 * math.exp(theta * t))  # z(t), not a(t)
     out = capsys.readouterr().out
-    assert out.count("✗") == 5 and "✓" not in out
+    assert out.count("✗") == 7 and "✓" not in out
 
 
 def test_checkers_report_unattempted_and_crashing_answers(capsys):

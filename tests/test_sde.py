@@ -1,0 +1,229 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.data import GaussianMixture, example_mixture
+from course_utils.fokker_planck import fokker_planck_1d
+from course_utils.metrics import distance_ratio, mode_weights
+from course_utils.samplers import probability_flow_sample, reverse_sde_sample
+from course_utils.sde import OUSDE, VESDE, VPSDE, euler_maruyama, mixture_score_fn, reverse_drift
+
+D64 = torch.float64
+SDES = [VPSDE(), VESDE(0.01, 10.0), OUSDE(1.5, 0.8, T=2.0)]
+
+
+def fit_slope(h, err):
+    h, err = np.log(np.asarray(h)), np.log(np.asarray(err))
+    return float(np.polyfit(h, err, 1)[0])
+
+
+def test_euler_maruyama_strong_order_on_geometric_brownian_motion():
+    """Higham (2001): dX = lam X dt + mu X dW, X(T) = X0 exp((lam - mu^2/2) T + mu W(T))."""
+    lam, mu, T, M = 2.0, 1.0, 1.0, 4000
+    g = torch.Generator().manual_seed(0)
+    n_fine = 2 ** 9
+    dW = math.sqrt(T / n_fine) * torch.randn(n_fine, M, 1, generator=g, dtype=D64)
+    x0 = torch.ones(M, 1, dtype=D64)
+    exact = x0 * torch.exp(torch.tensor((lam - 0.5 * mu ** 2) * T)) * torch.exp(mu * dW.sum(0))
+    hs, errs = [], []
+    for R in [1, 2, 4, 8, 16]:
+        n = n_fine // R
+        coarse = dW.reshape(n, R, M, 1).sum(1)  # the same Brownian path, coarser increments
+        xT = euler_maruyama(lambda x, t: lam * x, lambda x, t: mu * x, x0, torch.linspace(0, T, n + 1), dW=coarse)
+        hs.append(T / n)
+        errs.append((xT - exact).abs().mean().item())
+    assert abs(fit_slope(hs, errs) - 0.5) < 0.1
+
+
+def test_euler_maruyama_weak_order_on_geometric_brownian_motion():
+    lam, mu, T, M = 2.0, 0.1, 1.0, 200_000
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.ones(M, 1, dtype=D64)
+    hs, errs = [], []
+    for n in [2 ** 5, 2 ** 6, 2 ** 7, 2 ** 8, 2 ** 9]:
+        xT = euler_maruyama(lambda x, t: lam * x, lambda x, t: mu * x, x0, torch.linspace(0, T, n + 1), generator=g)
+        hs.append(T / n)
+        errs.append(abs(xT.mean().item() - math.exp(lam * T)))
+    assert abs(fit_slope(hs, errs) - 1.0) < 0.2
+
+
+def test_euler_maruyama_shapes_path_and_backwards_time():
+    x0 = torch.zeros(5, 3, 4, 4)
+    path = euler_maruyama(lambda x, t: -x, lambda x, t: torch.ones(x.shape[0]), x0, torch.linspace(1, 0, 11),
+                          generator=torch.Generator().manual_seed(0), return_path=True)
+    assert path.shape == (11, 5, 3, 4, 4)
+    # the increments have variance |dt| = 0.1 whichever way time runs
+    assert abs((path[1] - path[0]).var().item() - 0.1) < 0.03
+
+
+@pytest.mark.parametrize("sde", SDES, ids=["VP", "VE", "OU"])
+def test_marginal_coefficients_solve_the_moment_odes(sde):
+    """For dX = c(t) X dt + g(t) dW: d alpha/dt = c alpha and d sigma^2/dt = 2 c sigma^2 + g^2."""
+    t = torch.linspace(0.05, 0.95, 19, dtype=D64) * sde.T
+    h = 1e-6
+    dalpha = (sde.alpha(t + h) - sde.alpha(t - h)) / (2 * h)
+    dvar = (sde.sigma(t + h) ** 2 - sde.sigma(t - h) ** 2) / (2 * h)
+    c = sde.drift_coef(t)
+    torch.testing.assert_close(dalpha, c * sde.alpha(t), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(dvar, 2 * c * sde.sigma(t) ** 2 + sde.diffusion(t) ** 2, rtol=1e-6, atol=1e-6)
+    z = torch.zeros(1, dtype=D64)
+    assert sde.alpha(z).item() == pytest.approx(1.0) and sde.sigma(z).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("sde", SDES, ids=["VP", "VE", "OU"])
+def test_euler_maruyama_particles_match_closed_form_marginals(sde):
+    M, n = 100_000, 1000
+    x0 = torch.full((M, 1), 1.5, dtype=D64)
+    t_end = 0.5 * sde.T
+    xt = euler_maruyama(sde.drift, lambda x, t: sde.diffusion(torch.tensor(t)), x0,
+                        torch.linspace(0, t_end, n + 1, dtype=D64), generator=torch.Generator().manual_seed(2))
+    tt = torch.tensor(t_end, dtype=D64)
+    mean, var = (sde.alpha(tt) * 1.5).item(), (sde.sigma(tt) ** 2).item()
+    se_mean, se_var = math.sqrt(var / M), var * math.sqrt(2 / M)
+    # Monte Carlo (4 standard errors) plus Euler's O(h) bias (1% of the variance)
+    assert abs(xt.mean().item() - mean) < 4 * se_mean + 0.01 * math.sqrt(var)
+    assert abs(xt.var().item() - var) < 4 * se_var + 0.01 * var
+
+
+def test_perturb_broadcasts_over_images_and_points():
+    sde = VPSDE()
+    t = torch.tensor([0.1, 0.5, 0.9])
+    for shape in [(3, 2), (3, 1, 4, 4)]:
+        x0, eps = torch.randn(shape), torch.randn(shape)
+        xt = sde.perturb(x0, t, eps)
+        for i in range(3):
+            torch.testing.assert_close(xt[i], sde.alpha(t[i]) * x0[i] + sde.sigma(t[i]) * eps[i])
+        assert sde.drift(x0, t).shape == shape
+
+
+def test_fokker_planck_solver_matches_exact_ou_marginals():
+    gm = GaussianMixture(torch.tensor([[-2.0], [1.5]], dtype=D64), torch.tensor([[[0.1]], [[0.3]]], dtype=D64),
+                         torch.tensor([0.4, 0.6], dtype=D64))
+    ou = OUSDE(theta=1.0, s=1.0, T=5.0)
+    x = np.linspace(-6, 6, 601)
+    p0 = gm.log_prob(torch.tensor(x)[:, None]).exp().numpy()
+    ts = [0.0, 0.1, 0.5, 1.0, 3.0]
+    P = fokker_planck_1d(lambda x, t: -x, lambda t: 1.0, p0, x, ts)
+    for k, t in enumerate(ts):
+        exact = ou.marginal(gm, t).log_prob(torch.tensor(x)[:, None]).exp().numpy()
+        assert np.abs(P[k] - exact).max() < 2e-3 * exact.max()
+        assert abs(P[k].sum() * (x[1] - x[0]) - 1) < 1e-9  # no probability is lost
+
+
+def test_fokker_planck_bad_input():
+    x = np.linspace(-1, 1, 11)
+    with pytest.raises(ValueError, match="p0 must have the shape of x"):
+        fokker_planck_1d(lambda x, t: 0 * x, lambda t: 1.0, np.ones(5), x, [0, 1])
+    with pytest.raises(ValueError, match="x must be uniform"):
+        fokker_planck_1d(lambda x, t: 0 * x, lambda t: 1.0, np.ones(3), np.array([0, 1, 3.0]), [0, 1])
+    with pytest.raises(ValueError, match="ts must be a 1-D increasing"):
+        fokker_planck_1d(lambda x, t: 0 * x, lambda t: 1.0, np.ones(11), x, [1, 0])
+    with pytest.raises(ValueError, match="g\\(t\\) must be finite and non-negative"):
+        fokker_planck_1d(lambda x, t: 0 * x, lambda t: -1.0, np.ones(11), x, [0, 1])
+
+
+def sample_quality(x, gm, reference_logp):
+    ratio = distance_ratio(list(x.split(500)), gm.sample, generator=torch.Generator().manual_seed(9))[0]
+    dw = (mode_weights(x, gm) - gm.weights.double()).abs().max().item()
+    dlogp = abs(gm.log_prob(x).mean().item() - reference_logp)
+    return ratio, dw, dlogp
+
+
+@pytest.fixture(scope="module")
+def truth():
+    gm = example_mixture()
+    return gm, gm.log_prob(gm.sample(400_000, torch.Generator().manual_seed(3))).mean().item()
+
+
+def test_reverse_sde_with_exact_score_recovers_the_data(truth):
+    gm, ref = truth
+    sde = VPSDE()
+    g = torch.Generator().manual_seed(4)
+    x = reverse_sde_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), g), 500, generator=g)
+    ratio, dw, dlogp = sample_quality(x, gm, ref)
+    assert ratio < 1.5 and dw < 0.02 and dlogp < 0.03, (ratio, dw, dlogp)
+    # flipping the sign of time instead of using Anderson's drift fails by orders of magnitude
+    flipped = reverse_sde_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), g), 500,
+                                 generator=g, lam=0.0)
+    assert sample_quality(flipped, gm, ref)[0] > 10 * max(ratio, 1.0)
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), VESDE(0.01, 10.0)], ids=["VP", "VE"])
+def test_probability_flow_ode_with_exact_score_recovers_the_data(truth, sde):
+    gm, ref = truth
+    g = torch.Generator().manual_seed(5)
+    x = probability_flow_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), g))
+    ratio, dw, dlogp = sample_quality(x, gm, ref)
+    assert ratio < 1.5 and dw < 0.02 and dlogp < 0.03, (ratio, dw, dlogp)
+    assert probability_flow_sample.nfe <= 500
+
+
+def test_sde_and_ode_share_intermediate_marginals():
+    gm = example_mixture()
+    sde = VPSDE()
+    score = mixture_score_fn(sde, gm)
+    g = torch.Generator().manual_seed(6)
+    x_T = sde.prior_sample((20_000, 2), g)
+    t_mid = 0.3  # stop both samplers at t = 0.3 and compare with the exact marginal there
+    xs = reverse_sde_sample(sde, score, x_T, 350, t_min=t_mid, generator=g)
+    xo = probability_flow_sample(sde, score, x_T, t_min=t_mid)
+    exact = sde.marginal(gm, t_mid)
+    ref = exact.log_prob(exact.sample(200_000, g)).mean().item()
+    for x in (xs, xo):
+        assert abs(exact.log_prob(x).mean().item() - ref) < 0.03
+        assert (x.mean(0) - exact.sample(200_000, g).mean(0)).abs().max() < 0.03
+
+
+def test_reverse_drift_values():
+    sde = VPSDE()
+    x = torch.randn(4, 2)
+    score = lambda x, t: -x  # noqa: E731  (N(0, I) is stationary for VP)
+    t = torch.full((4,), 0.4)
+    beta = sde.beta(0.4)
+    torch.testing.assert_close(reverse_drift(sde, score, x, t, 1.0), -0.5 * beta * x + beta * x)
+    torch.testing.assert_close(reverse_drift(sde, score, x, t, 0.5), torch.zeros_like(x))
+
+
+def test_sde_bad_inputs():
+    sde = VPSDE()
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="ts must be strictly monotone"):
+        euler_maruyama(lambda x, t: x, lambda x, t: 1.0, x, torch.tensor([0.0, 0.5, 0.3]))
+    with pytest.raises(ValueError, match="ts must be finite"):
+        euler_maruyama(lambda x, t: x, lambda x, t: 1.0, x, torch.tensor([0.0, float("inf")]))
+    with pytest.raises(ValueError, match="ts must be a 1-D grid"):
+        euler_maruyama(lambda x, t: x, lambda x, t: 1.0, x, torch.tensor([0.0]))
+    with pytest.raises(ValueError, match="g\\(x, t\\) must be finite and non-negative"):
+        euler_maruyama(lambda x, t: x, lambda x, t: -1.0, x, torch.linspace(0, 1, 3))
+    with pytest.raises(ValueError, match="g\\(x, t\\) must be finite and non-negative"):
+        euler_maruyama(lambda x, t: x, lambda x, t: float("nan"), x, torch.linspace(0, 1, 3))
+    with pytest.raises(ValueError, match="f\\(x, t\\) must have the shape of x"):
+        euler_maruyama(lambda x, t: x[:, :1], lambda x, t: 1.0, x, torch.linspace(0, 1, 3))
+    with pytest.raises(ValueError, match="dW must have shape"):
+        euler_maruyama(lambda x, t: x, lambda x, t: 1.0, x, torch.linspace(0, 1, 3), dW=torch.zeros(3, 4, 2))
+    with pytest.raises(ValueError, match="t must be a scalar or have shape \\(B,\\)"):
+        sde.drift(x, torch.zeros(5))
+    with pytest.raises(ValueError, match="t must lie in \\[0, T\\]"):
+        sde.perturb(x, 1.5, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="t must lie in \\[0, T\\]"):
+        reverse_drift(sde, lambda x, t: x, x, -0.1)
+    with pytest.raises(ValueError, match="eps must have the shape of x0"):
+        sde.perturb(x, 0.5, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="score_fn must return the shape of x"):
+        reverse_drift(sde, lambda x, t: x[:, :1], x, 0.5)
+    with pytest.raises(ValueError, match="t_min must lie in"):
+        reverse_sde_sample(sde, lambda x, t: x, x, 10, t_min=1.5)
+    with pytest.raises(ValueError, match="n_steps must be a positive int"):
+        reverse_sde_sample(sde, lambda x, t: x, x, 0)
+    with pytest.raises(ValueError, match="n_steps is for fixed-step methods"):
+        probability_flow_sample(sde, lambda x, t: x, x, n_steps=10)
+    with pytest.raises(ValueError, match="beta_min"):
+        VPSDE(beta_min=-1.0)
+    with pytest.raises(ValueError, match="sigma_min"):
+        VESDE(sigma_min=5.0, sigma_max=1.0)
+    with pytest.raises(ValueError, match="theta and s must be positive"):
+        OUSDE(theta=0.0)
+    with pytest.raises(ValueError, match="t must lie in"):
+        sde.marginal(example_mixture(), 2.0)

@@ -76,3 +76,37 @@ def test_checkers_report_unattempted_and_crashing_answers(capsys):
     assert not ex.check_tanh_divergence(lambda W, b, x: 1 / 0)
     out = capsys.readouterr().out
     assert "not attempted yet" in out and "ZeroDivisionError" in out
+
+
+# chapter 1 -------------------------------------------------------------------------------------
+def wiener_paths(n_paths, n_steps, T, generator):
+    dW = math.sqrt(T / n_steps) * torch.randn(n_paths, n_steps, generator=generator)
+    return torch.cat([torch.zeros(n_paths, 1), dW.cumsum(1)], 1)
+
+
+def ou_marginal(theta, s, x0, t):
+    return x0 * math.exp(-theta * t), s ** 2 * (1 - math.exp(-2 * theta * t)) / (2 * theta)
+
+
+def vp_reverse_drift(x, beta, score):
+    return -0.5 * beta * x - beta * score
+
+
+def stationary_log_density(x, g):
+    return -2 * (x ** 4 / 4 - x ** 2 / 2) / g ** 2
+
+
+def test_chapter1_checkers(capsys):
+    assert ex.check_wiener_paths(wiener_paths)
+    assert ex.check_ou_marginal(ou_marginal)
+    assert ex.check_vp_reverse_drift(vp_reverse_drift)
+    assert ex.check_stationary_log_density(stationary_log_density)
+    assert not ex.check_wiener_paths(lambda n, m, T, g: wiener_paths(n, m, T, g) * 2)  # variance 4h
+    assert not ex.check_wiener_paths(  # uniform increments of the right variance: not Gaussian
+        lambda n, m, T, g: torch.cat([torch.zeros(n, 1), (math.sqrt(3 * T / m) * (2 * torch.rand(n, m, generator=g) - 1)
+                                                          ).cumsum(1)], 1))
+    assert not ex.check_ou_marginal(lambda th, s, x0, t: (x0 * math.exp(-th * t), s ** 2 * t))  # Brownian variance
+    assert not ex.check_vp_reverse_drift(lambda x, beta, score: 0.5 * beta * x + beta * score)  # sign flipped
+    assert not ex.check_stationary_log_density(lambda x, g: -(x ** 4 / 4 - x ** 2 / 2))  # forgot 2 / g^2
+    out = capsys.readouterr().out
+    assert out.count("✓") == 4 and out.count("✗") == 5

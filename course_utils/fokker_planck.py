@@ -2,7 +2,7 @@
 
 For dX = f(X, t) dt + g(t) dW the density of X_t obeys
 
-    d p / d t = - d/dx [ f p ] + 1/2 g(t)^2 d^2 p / dx^2                                  (Eq. 1.5)
+    d p / d t = - d/dx [ f p ] + 1/2 g(t)^2 d^2 p / dx^2                                  (Eq. 1.3)
 
 We write it in conservation form, dp/dt = -dJ/dx with the probability flux J = f p - 1/2 g^2 dp/dx,
 on cells of a uniform grid with no flux through the two ends (so total probability is conserved

@@ -2,7 +2,8 @@
 Euler-Maruyama, and Anderson's reverse-time drift.
 
 Forward SDE  dX = f(X, t) dt + g(t) dW,  t in [0, T], with marginals x_t = alpha(t) x0 + sigma(t) eps
-(Eq. 1.x of chapter 1). Reverse SDE (Anderson 1982) and probability-flow ODE share one drift,
+(Eq. 1.4 of chapter 1). Reverse SDE (Anderson 1982, Eq. 1.5) and probability-flow ODE (Eq. 1.6) share
+one drift,
 
     reverse_drift = f(x, t) - lam * g(t)^2 * score(x, t),   lam = 1: reverse SDE, lam = 1/2: ODE.
 
@@ -231,7 +232,7 @@ def euler_maruyama(f, g, x0: torch.Tensor, ts, generator: torch.Generator | None
 
 def reverse_drift(sde: SDE, score_fn, x: torch.Tensor, t, lam: float = 1.0) -> torch.Tensor:
     """f(x, t) - lam g(t)^2 score(x, t): lam = 1 gives Anderson's reverse SDE, lam = 1/2 the
-    probability-flow ODE (chapter 1, sections 5-6). Integrate it with *decreasing* time."""
+    probability-flow ODE (chapter 1, Eqs. 1.5 and 1.6). Integrate it with *decreasing* time."""
     tt = sde._t(t, x)
     s = score_fn(x, tt)
     if s.shape != x.shape:

@@ -11,7 +11,7 @@ from torchdiffeq import odeint
 from ._checks import check_positive_int
 from .sde import SDE, euler_maruyama, reverse_drift
 
-__all__ = ["reverse_time_grid", "reverse_sde_sample", "probability_flow_sample"]
+__all__ = ["reverse_time_grid", "reverse_sde_sample", "probability_flow_sample", "slerp", "ode_interpolate"]
 
 
 def reverse_time_grid(sde: SDE, n_steps: int, t_min: float = 1e-3) -> torch.Tensor:
@@ -66,3 +66,21 @@ def probability_flow_sample(sde: SDE, score_fn, x_T: torch.Tensor, t_min: float 
 
 
 probability_flow_sample.nfe = 0
+
+
+def slerp(z_a: torch.Tensor, z_b: torch.Tensor, n: int) -> torch.Tensor:
+    """n points on the great circle from z_a to z_b (both (D,)), keeping the norm typical of Gaussian
+    noise: (n, D). Linear interpolation would pass through low-norm points the prior rarely produces."""
+    check_positive_int("n", n)
+    if z_a.shape != z_b.shape or z_a.ndim != 1:
+        raise ValueError(f"z_a and z_b must be 1-D of the same shape, got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
+    cos = torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm())
+    omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+    w = torch.linspace(0, 1, n, dtype=z_a.dtype)[:, None]
+    return (torch.sin((1 - w) * omega) * z_a + torch.sin(w * omega) * z_b) / torch.sin(omega)
+
+
+def ode_interpolate(sde: SDE, score_fn, z_a: torch.Tensor, z_b: torch.Tensor, n: int = 9, **ode_kwargs):
+    """Decode n noise points between z_a and z_b (slerp at t = T) with the probability-flow ODE: a
+    deterministic, continuous path of data points (chapter 2). Returns (n, D)."""
+    return probability_flow_sample(sde, score_fn, slerp(z_a, z_b, n), **ode_kwargs)

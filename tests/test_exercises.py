@@ -110,3 +110,32 @@ def test_chapter1_checkers(capsys):
     assert not ex.check_stationary_log_density(lambda x, g: -(x ** 4 / 4 - x ** 2 / 2))  # forgot 2 / g^2
     out = capsys.readouterr().out
     assert out.count("✓") == 4 and out.count("✗") == 5
+
+
+# chapter 2 -------------------------------------------------------------------------------------
+def fisher_divergence_1d(m1, v1, m2, v2):
+    a, b = 1 / v1 - 1 / v2, m2 / v2 - m1 / v1
+    return 0.5 * (a ** 2 * (v1 + m1 ** 2) + 2 * a * b * m1 + b ** 2)
+
+
+def ssm_one_projection(score_fn, x, v):
+    x = x.detach().requires_grad_(True)
+    s = score_fn(x)
+    vjp = torch.autograd.grad((s * v).sum(), x, create_graph=True)[0]
+    return (vjp * v).sum(1) + 0.5 * (s * v).sum(1) ** 2
+
+
+def tweedie_denoise(xt, score, alpha, sigma):
+    return (xt + sigma ** 2 * score) / alpha
+
+
+def test_chapter2_checkers(capsys):
+    assert ex.check_fisher_divergence_1d(fisher_divergence_1d)
+    assert ex.check_ssm_one_projection(ssm_one_projection)
+    assert ex.check_tweedie_denoise(tweedie_denoise)
+    assert not ex.check_fisher_divergence_1d(lambda m1, v1, m2, v2: (m1 - m2) ** 2 / 2)  # ignores variances
+    assert not ex.check_ssm_one_projection(  # the variance-reduced version is a different per-example value
+        lambda s, x, v: ssm_one_projection(s, x, v) - 0.5 * (s(x) * v).sum(1) ** 2 + 0.5 * (s(x) ** 2).sum(1))
+    assert not ex.check_tweedie_denoise(lambda xt, score, alpha, sigma: xt + sigma ** 2 * score)  # forgot 1/alpha
+    out = capsys.readouterr().out
+    assert out.count("✓") == 3 and out.count("✗") == 3

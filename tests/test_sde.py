@@ -227,3 +227,25 @@ def test_sde_bad_inputs():
         OUSDE(theta=0.0)
     with pytest.raises(ValueError, match="t must lie in"):
         sde.marginal(example_mixture(), 2.0)
+
+
+def test_slerp_and_ode_interpolation():
+    from course_utils.samplers import ode_interpolate, slerp
+    g = torch.Generator().manual_seed(11)
+    a, b = torch.randn(2, generator=g, dtype=D64), torch.randn(2, generator=g, dtype=D64)
+    path = slerp(a, b, 5)
+    torch.testing.assert_close(path[0], a)
+    torch.testing.assert_close(path[-1], b)
+    # for endpoints of equal norm: constant norm, and the angle split into equal parts
+    b_eq = b * a.norm() / b.norm()
+    path_eq = slerp(a, b_eq, 5)
+    assert (path_eq.norm(dim=1) - a.norm()).abs().max() < 1e-9
+    cos = lambda u, v: torch.dot(u, v) / (u.norm() * v.norm())  # noqa: E731
+    angles = [torch.arccos(cos(path_eq[i], path_eq[i + 1])).item() for i in range(4)]
+    assert max(angles) - min(angles) < 1e-7
+    gm, sde = example_mixture(), VPSDE()
+    xs = ode_interpolate(sde, mixture_score_fn(sde, gm), a.float(), b.float(), n=5)
+    ends = probability_flow_sample(sde, mixture_score_fn(sde, gm), torch.stack([a, b]).float())
+    torch.testing.assert_close(xs[[0, -1]], ends, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="z_a and z_b must be 1-D"):
+        slerp(torch.zeros(2), torch.zeros(3), 4)

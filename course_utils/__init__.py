@@ -19,9 +19,12 @@ name               meaning
 =================  ==============================================================================
 
 Modules: ``data`` (toy 2-D sets, exact Gaussian mixtures), ``ode`` (divergences, CNF dynamics),
-``metrics`` (two-sample distances and their noise floor), ``plotting``, ``train`` (training loop,
-EMA, checkpoints), ``exercises`` (checkers for the notebooks' exercises), ``pretrain`` (regenerates
-the shipped checkpoints).
+``sde`` (forward SDEs, Euler-Maruyama, the reverse drift), ``samplers`` (reverse-SDE and
+probability-flow samplers, interpolation), ``fokker_planck`` (a 1-D PDE solver), ``nets`` (time
+embedding, score MLP), ``losses`` (explicit, sliced and denoising score matching), ``metrics``
+(two-sample distances and their noise floor), ``plotting``, ``train`` (training loop, EMA,
+checkpoints), ``exercises`` (checkers for the notebooks' exercises), ``pretrain`` (regenerates the
+shipped checkpoints).
 """
 from __future__ import annotations
 

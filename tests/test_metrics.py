@@ -3,12 +3,13 @@ import math
 import pytest
 import torch
 
-from course_utils.data import example_mixture
+from course_utils.data import GaussianMixture, example_mixture
 from course_utils.metrics import (
     distance_ratio,
     energy_distance,
     mode_weights,
     noise_floor,
+    sample_quality,
     sliced_wasserstein,
 )
 
@@ -71,3 +72,15 @@ def test_bad_inputs():
         distance_ratio([], example_mixture().sample)
     with pytest.raises(ValueError, match="repeats"):
         noise_floor(example_mixture().sample, 10, repeats=0)
+
+
+def test_sample_quality_passes_true_samples_and_catches_inflation():
+    gm = example_mixture()
+    g = torch.Generator().manual_seed(4)
+    ref = gm.log_prob(gm.sample(200_000, g)).mean().item()
+    ratio, dw, dlogp = sample_quality(gm.sample(20_000, g), gm, ref, generator=g)
+    assert ratio < 1.5 and dw < 0.02 and abs(dlogp) < 0.03
+    inflated = GaussianMixture(gm.means, 1.2 * gm.covs, gm.weights).sample(20_000, g)
+    assert sample_quality(inflated, gm, ref, generator=g)[2] < -0.1
+    with pytest.raises(ValueError, match="at least 2 \\* chunk"):
+        sample_quality(gm.sample(600, g), gm, ref)

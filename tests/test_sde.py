@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from course_utils import metrics
 from course_utils.data import GaussianMixture, example_mixture
 from course_utils.fokker_planck import fokker_planck_1d
-from course_utils.metrics import distance_ratio, mode_weights
 from course_utils.samplers import probability_flow_sample, reverse_sde_sample
 from course_utils.sde import OUSDE, VESDE, VPSDE, euler_maruyama, mixture_score_fn, reverse_drift
 
@@ -125,10 +125,8 @@ def test_fokker_planck_bad_input():
 
 
 def sample_quality(x, gm, reference_logp):
-    ratio = distance_ratio(list(x.split(500)), gm.sample, generator=torch.Generator().manual_seed(9))[0]
-    dw = (mode_weights(x, gm) - gm.weights.double()).abs().max().item()
-    dlogp = abs(gm.log_prob(x).mean().item() - reference_logp)
-    return ratio, dw, dlogp
+    ratio, dw, dlogp = metrics.sample_quality(x, gm, reference_logp, generator=torch.Generator().manual_seed(9))
+    return ratio, dw, abs(dlogp)
 
 
 @pytest.fixture(scope="module")

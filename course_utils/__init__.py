@@ -10,7 +10,9 @@ name               meaning
 =================  ==============================================================================
 ``x0, xt, x_T``    clean data, noisy data at time t, terminal noise
 ``eps``            only the Gaussian noise epsilon ~ N(0, I) (a small time cutoff is ``t_min``)
-``t``              continuous time in [0, T] for ODEs/SDEs; an integer index for DDPM/DDIM
+``t``              continuous time in [0, T], a float tensor, for every process and network;
+                   DDPM/DDIM's 0-based step index ``i`` becomes t = (i + 1) / N in one place,
+                   ``schedules.DiscreteSchedule.time(i)``
 ``alpha, sigma``   signal and noise scales of a forward process, x_t = alpha(t) x0 + sigma(t) eps
 ``beta``           DDPM's beta_t; ``alpha_bar`` = prod_s (1 - beta_s)
 ``f, g``           drift and diffusion of an SDE (for an ODE, ``f`` is the velocity field)
@@ -18,13 +20,15 @@ name               meaning
 ``z``              the state of a neural ODE / continuous normalizing flow (chapter 0)
 =================  ==============================================================================
 
-Modules: ``data`` (toy 2-D sets, exact Gaussian mixtures), ``ode`` (divergences, CNF dynamics),
-``sde`` (forward SDEs, Euler-Maruyama, the reverse drift), ``samplers`` (reverse-SDE and
-probability-flow samplers, interpolation), ``fokker_planck`` (a 1-D PDE solver), ``nets`` (time
-embedding, score MLP), ``losses`` (explicit, sliced and denoising score matching), ``metrics``
-(two-sample distances and their noise floor), ``plotting``, ``train`` (training loop, EMA,
-checkpoints), ``exercises`` (checkers for the notebooks' exercises), ``pretrain`` (regenerates the
-shipped checkpoints).
+Modules: ``tensors`` (``append_dims``, time coercion, random draws that follow the data's device),
+``data`` (toy 2-D sets, exact Gaussian mixtures), ``ode`` (divergences, CNF dynamics, the torchdiffeq
+adapter), ``schedules`` (the ``ForwardProcess`` interface, DDPM's beta schedules and
+``DiscreteSchedule``), ``sde`` (forward SDEs, Euler-Maruyama, the reverse drift), ``samplers``
+(reverse-SDE and probability-flow samplers, interpolation), ``fokker_planck`` (a 1-D PDE solver),
+``nets`` (time embedding, ``TimeMLP``, ``ScoreMLP``, ``CNF``), ``losses`` (explicit, sliced and
+denoising score matching, noise prediction), ``metrics`` (two-sample distances and their noise
+floor), ``plotting``, ``train`` (training loop, EMA, checkpoints), ``exercises`` (checkers for the
+notebooks' exercises, one module per chapter), ``pretrain`` (regenerates the shipped checkpoints).
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ import random
 
 import numpy as np
 import torch
+
+from .tensors import append_dims
 
 __all__ = ["seed_everything", "get_device", "append_dims", "REPO_ROOT", "CHECKPOINT_DIR"]
 
@@ -62,15 +68,3 @@ def get_device() -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def append_dims(c: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Append trailing singleton dimensions to ``c`` until it has ``ndim`` dimensions.
-
-    A per-example coefficient of shape (B,) becomes (B, 1) for 2-D points and (B, 1, 1, 1) for
-    images, so one line of code broadcasts over both.
-    """
-    extra = ndim - c.ndim
-    if extra < 0:
-        raise ValueError(f"append_dims: c has {c.ndim} dims, more than the target ndim={ndim}")
-    return c[(...,) + (None,) * extra]

@@ -11,6 +11,7 @@ import math
 import torch
 
 from ._checks import check_generator, check_positive_int, check_tensor
+from .tensors import randn
 
 __all__ = ["toy_2d", "TOY_2D_NAMES", "GaussianMixture", "example_mixture"]
 
@@ -138,8 +139,9 @@ class GaussianMixture:
         """n exact samples, shape (n, D)."""
         check_positive_int("n", n)
         check_generator("generator", generator)
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
-        eps = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype)
+        k = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=generator)  # (n,)
+        eps = randn((n, self.dim), like=self.means, generator=generator)
+        k = k.to(self.means.device)
         return self.means[k] + (self._chol[k] @ eps[:, :, None]).squeeze(-1)
 
     def component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,7 +180,7 @@ class GaussianMixture:
             raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
         if alpha == 0 and sigma == 0:
             raise ValueError("alpha and sigma cannot both be 0 (the result would be a point mass)")
-        eye = torch.eye(self.dim, dtype=self.means.dtype)
+        eye = torch.eye(self.dim, dtype=self.means.dtype, device=self.means.device)
         return GaussianMixture(alpha * self.means, alpha ** 2 * self.covs + sigma ** 2 * eye, self.weights)
 
     def entropy_estimate(self, n: int = 200_000, generator: torch.Generator | None = None):

@@ -1,22 +1,25 @@
-"""Score-matching losses (chapter 2). Each returns one value per example, shape (B,).
+"""Score-matching losses (chapters 2-3). Each returns one value per example, shape (B,).
 
 * ``explicit_sm_loss``: Hyvarinen's objective tr(grad s) + 1/2 |s|^2, exact Jacobian trace (low D).
 * ``ssm_loss``: sliced score matching, v^T (grad s) v + 1/2 (v^T s)^2 (or + 1/2 |s|^2, "variance reduced").
-* ``dsm_loss``: denoising score matching over a forward SDE, lambda(t) |s(x_t, t) + eps / sigma(t)|^2.
+* ``dsm_loss``: denoising score matching over a forward process, lambda(t) |s(x_t, t) + eps / sigma(t)|^2.
 * ``eps_loss``: the same objective written for a noise predictor, |eps_hat(x_t, t) - eps|^2.
 
-A score model for static data is a callable ``s(x)``; a time-conditional one is ``s(x, t)`` with t (B,).
+``dsm_loss`` and ``eps_loss`` take any ``schedules.ForwardProcess``: a continuous ``SDE`` (chapter 2)
+or DDPM's ``DiscreteSchedule`` (chapter 3); the process draws the training times, and the model
+always receives continuous t. A score model for static data is a callable ``s(x)``; a
+time-conditional one is ``s(x, t)`` with t (B,).
 """
 from __future__ import annotations
 
 import torch
 
-from . import append_dims
-from ._checks import check_generator, check_tensor
-from .ode import jacobian_trace, sample_probe
-from .sde import SDE
+from ._checks import check_generator, check_positive_int, check_tensor
+from .ode import jacobian_trace, sample_probe, vjp_trace
+from .schedules import ForwardProcess, check_t_min
+from .tensors import append_dims, randn
 
-__all__ = ["explicit_sm_loss", "ssm_loss", "dsm_loss", "eps_loss", "sample_times"]
+__all__ = ["explicit_sm_loss", "ssm_loss", "dsm_loss", "eps_loss"]
 
 
 def _output(name, out, x):
@@ -43,71 +46,79 @@ def ssm_loss(score_fn, x: torch.Tensor, n_projections: int = 1, kind: str = "gau
     ``n_projections`` random directions per example (Gaussian or Rademacher). With
     ``variance_reduced``, 1/2 (v^T s)^2 is replaced by its expectation 1/2 |s|^2. x (B, D) -> (B,)."""
     check_tensor("x", x, ndim=2)
+    check_positive_int("n_projections", n_projections)
     check_generator("generator", generator)
     x = x.detach().requires_grad_(True)
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     with torch.enable_grad():
         s = _output("score_fn", score_fn(x), x)
         for _ in range(n_projections):
-            v = sample_probe(x.shape, kind, generator, x.dtype, x.device)
-            vjp = torch.autograd.grad((s * v).sum(), x, create_graph=True)[0]  # v^T grad s
+            v = sample_probe(x.shape, kind, like=x, generator=generator)
             second = 0.5 * (s ** 2).sum(1) if variance_reduced else 0.5 * ((v * s).sum(1)) ** 2
-            total = total + (vjp * v).sum(1) + second
+            total = total + vjp_trace(s, x, v, create_graph=True) + second  # v^T (grad s) v + ...
     return total / n_projections
 
 
-def sample_times(n: int, sde: SDE, t_min: float = 1e-3, generator: torch.Generator | None = None):
-    """n times uniform in (t_min, T]."""
-    if not 0 <= t_min < sde.T:
-        raise ValueError(f"t_min must lie in [0, T) = [0, {sde.T}), got {t_min}")
-    return t_min + (sde.T - t_min) * (1 - torch.rand(n, generator=generator))
-
-
-def _noised(x0, sde, t, eps, t_min, generator):
+def _noised(x0, process, t, eps, t_min, generator):
     check_tensor("x0", x0)
     check_generator("generator", generator)
+    if not isinstance(process, ForwardProcess):
+        raise TypeError(f"process must be a schedules.ForwardProcess (an SDE or a DiscreteSchedule), "
+                        f"got {type(process).__name__}")
+    t_min = check_t_min(process.t_min if t_min is None else t_min, process.T)
     B = x0.shape[0]
-    t = sample_times(B, sde, t_min, generator) if t is None else torch.as_tensor(t, dtype=torch.float32)
-    if t.shape != (B,):
-        raise ValueError(f"t must have shape (B,) = ({B},), got {tuple(t.shape)}")
-    if (t <= t_min).any() or (t > sde.T).any():
-        raise ValueError(f"t must lie in (t_min, T] = ({t_min}, {sde.T}], got values in "
-                         f"[{t.min().item():.4g}, {t.max().item():.4g}]")
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if eps is None else eps
-    xt = sde.perturb(x0, t, eps)  # x_t = alpha(t) x0 + sigma(t) eps, Eq. (1.4)
+    if t is None:
+        t = process.sample_times(B, like=x0, t_min=t_min, generator=generator)
+    else:
+        t = process.check_time(t, x0)
+        if t.shape != (B,):
+            raise ValueError(f"t must have shape (B,) = ({B},), got {tuple(t.shape)}")
+        if (t <= t_min).any():
+            raise ValueError(f"t must lie in (t_min, T] = ({t_min}, {process.T}], got values in "
+                             f"[{t.min().item():.4g}, {t.max().item():.4g}]")
+    eps = randn(x0.shape, like=x0, generator=generator) if eps is None else eps
+    xt = process.perturb(x0, t, eps)  # x_t = alpha(t) x0 + sigma(t) eps, Eq. (1.4)
     return t, eps, xt
 
 
-def dsm_loss(score_fn, x0: torch.Tensor, sde: SDE, weighting="sigma2", t_min: float = 1e-3,
-             t=None, eps=None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Denoising score matching over the forward SDE (Vincent 2011; Song et al. 2021):
+def _as_batch_time(t, B):
+    if isinstance(t, torch.Tensor) and t.ndim != 1:
+        raise ValueError(f"t must have shape (B,) = ({B},), got {tuple(t.shape)}")
+    return t
+
+
+def dsm_loss(score_fn, x0: torch.Tensor, process: ForwardProcess, weighting="sigma2",
+             t_min: float | None = None, t=None, eps=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Denoising score matching over a forward process (Vincent 2011; Song et al. 2021):
 
         lambda(t) |s(x_t, t) - grad log p(x_t | x0)|^2,  grad log p(x_t | x0) = -eps / sigma(t),
 
-    with t ~ U(t_min, T] and x_t = alpha x0 + sigma eps. ``weighting`` is ``"sigma2"`` (lambda = sigma^2,
-    which makes every t contribute on the same scale), ``"none"`` (lambda = 1), or a callable
-    lambda(t) >= 0. Returns (B,), summed over data dimensions.
+    with t drawn by ``process.sample_times`` in (t_min, T] (default t_min: the process's) and
+    x_t = alpha x0 + sigma eps. ``weighting`` is ``"sigma2"`` (lambda = sigma^2, which makes every t
+    contribute on the same scale), ``"none"`` (lambda = 1), or a callable lambda(t) >= 0. Returns
+    (B,), summed over data dimensions.
     """
-    t, eps, xt = _noised(x0, sde, t, eps, t_min, generator)
-    sigma = append_dims(sde.sigma(t).to(x0.dtype), x0.ndim)
+    t, eps, xt = _noised(x0, process, _as_batch_time(t, x0.shape[0]), eps, t_min, generator)
+    sigma_t = process.sigma(t)
     if weighting == "sigma2":
-        lam = sde.sigma(t) ** 2
+        lam = sigma_t ** 2
     elif weighting == "none":
         lam = torch.ones_like(t)
     elif callable(weighting):
-        lam = torch.as_tensor(weighting(t), dtype=t.dtype)
+        lam = torch.as_tensor(weighting(t), dtype=t.dtype, device=t.device)
     else:
         raise ValueError(f"weighting must be 'sigma2', 'none' or a callable, got {weighting!r}")
     if lam.shape != t.shape or not torch.isfinite(lam).all() or (lam < 0).any():
         raise ValueError("weighting(t) must return finite, non-negative weights of shape (B,)")
     s = _output("score_fn", score_fn(xt, t), x0)
-    err = (s + eps / sigma).flatten(1)
+    err = (s + eps / append_dims(sigma_t.to(x0.dtype), x0.ndim)).flatten(1)
     return lam.to(x0.dtype) * (err ** 2).sum(1)
 
 
-def eps_loss(eps_fn, x0: torch.Tensor, sde: SDE, t_min: float = 1e-3, t=None, eps=None,
+def eps_loss(eps_fn, x0: torch.Tensor, process: ForwardProcess, t_min: float | None = None, t=None, eps=None,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Noise prediction (Ho et al. 2020): |eps_hat(x_t, t) - eps|^2, (B,). With s = -eps_hat / sigma this
-    is exactly ``dsm_loss`` with the weighting lambda = sigma^2."""
-    t, eps, xt = _noised(x0, sde, t, eps, t_min, generator)
+    is exactly ``dsm_loss`` with the weighting lambda = sigma^2. With a ``DiscreteSchedule`` it is
+    DDPM's L_simple: t = k / N with k uniform in 1..N."""
+    t, eps, xt = _noised(x0, process, _as_batch_time(t, x0.shape[0]), eps, t_min, generator)
     return ((_output("eps_fn", eps_fn(xt, t), x0) - eps).flatten(1) ** 2).sum(1)

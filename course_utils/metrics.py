@@ -12,6 +12,7 @@ import math
 import torch
 
 from ._checks import check_generator, check_positive_int, check_tensor
+from .tensors import randn
 
 __all__ = ["energy_distance", "sliced_wasserstein", "noise_floor", "distance_ratio", "mode_weights",
            "sample_quality"]
@@ -53,7 +54,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
     check_generator("generator", generator)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of points, got {x.shape[0]} and {y.shape[0]}")
-    dirs = torch.randn(x.shape[1], n_projections, generator=generator, dtype=torch.float64)
+    dirs = randn((x.shape[1], n_projections), like=x, generator=generator)  # float64, on x's device
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
     px, _ = torch.sort(x @ dirs, dim=0)
     py, _ = torch.sort(y @ dirs, dim=0)

@@ -16,7 +16,7 @@ import torch
 
 from . import CHECKPOINT_DIR, seed_everything
 from .data import example_mixture
-from .ode import CNF, TimeMLP
+from .nets import CNF, TimeMLP
 from .train import load_checkpoint, save_checkpoint, train
 
 __all__ = ["CNF_GMM_CONFIG", "make_cnf", "pretrain_cnf_gmm", "load_pretrained", "checkpoint_path"]

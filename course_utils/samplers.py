@@ -1,86 +1,174 @@
 """Samplers: plain functions that take callables and return the final x (chapter 1 onwards).
 
-* ``reverse_sde_sample``: Euler-Maruyama on Anderson's reverse-time SDE, from t = T down to t_min.
+One signature for all of them: ``sampler(process, model_fn, x_T, *, <grid>, generator=None,
+callback=None, return_path=False)``. Everything after ``x_T`` is keyword-only; the time grid is
+validated; ``callback(dict(i=..., t=..., x=..., x0_hat=...))`` is called once per network evaluation
+with the state the network saw and the clean-data estimate it implies; with ``return_path`` every
+sampler returns a ``Trajectory(ts, xs)``. To count network evaluations, wrap the model in
+``CallCounter`` (or count the callback's calls).
+
+* ``reverse_sde_sample``: Euler-Maruyama on the family dX = [f - (1 + eta^2)/2 g^2 score] dt + eta g dW-bar,
+  from t = T down to t_min; eta = 1 is Anderson's reverse SDE, eta = 0 the probability-flow ODE.
+* ``naive_reverse_sample``: the wrong reverse (flip the sign of time, keep f and g), for chapter 1.
 * ``probability_flow_sample``: the probability-flow ODE through torchdiffeq (adaptive or fixed-step).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torchdiffeq import odeint
 
-from ._checks import check_positive_int
-from .sde import SDE, euler_maruyama, reverse_drift
+from ._checks import check_positive_int, check_tensor
+from .ode import ODE_ATOL, ODE_RTOL
+from .schedules import T_MIN, check_t_min
+from .sde import SDE, Trajectory, _score, drift_from_score, euler_maruyama
 
-__all__ = ["reverse_time_grid", "reverse_sde_sample", "probability_flow_sample", "slerp", "ode_interpolate"]
+__all__ = ["CallCounter", "reverse_time_grid", "reverse_sde_sample", "naive_reverse_sample",
+           "probability_flow_sample", "slerp", "ode_interpolate", "Trajectory"]
+
+FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 
 
-def reverse_time_grid(sde: SDE, n_steps: int, t_min: float = 1e-3) -> torch.Tensor:
-    """n_steps + 1 equally spaced times from T down to t_min (the small cutoff avoids t = 0, where
-    the score of data with a tiny noise level is stiff)."""
+class CallCounter:
+    """Wrap a callable and count its calls (network evaluations, NFE): ``score = CallCounter(net)``,
+    run a sampler with ``score``, then read ``score.calls``."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+def reverse_time_grid(sde: SDE, n_steps: int, t_min: float = T_MIN) -> torch.Tensor:
+    """n_steps + 1 equally spaced times from T down to t_min (float64, CPU). The small cut-off avoids
+    t = 0, where the score of data with a tiny noise level is stiff."""
     check_positive_int("n_steps", n_steps)
-    if not 0 <= t_min < sde.T:
-        raise ValueError(f"t_min must lie in [0, T) = [0, {sde.T}), got {t_min}")
-    return torch.linspace(sde.T, t_min, n_steps + 1, dtype=torch.float64)
+    t_min = check_t_min(t_min, sde.T)
+    return torch.linspace(sde.T, t_min, n_steps + 1, dtype=torch.float64, device="cpu")
 
 
-def reverse_sde_sample(sde: SDE, score_fn, x_T: torch.Tensor, n_steps: int = 500, t_min: float = 1e-3,
-                       generator: torch.Generator | None = None, return_path: bool = False,
-                       lam: float = 1.0):
-    """Integrate dX = [f - lam g^2 score] dt + g dW backwards from T to t_min by Euler-Maruyama.
+def _check_x_T(x_T):
+    check_tensor("x_T", x_T)
+    if x_T.ndim < 2:
+        raise ValueError(f"x_T must have shape (B, *D), got {tuple(x_T.shape)}")
+    return x_T
 
-    lam = 1 is Anderson's reverse SDE; lam = 0 is the naive "flip the sign of time" reverse, which
-    fails (chapter 1, section 5). ``score_fn(x, t)`` takes t as a (B,) tensor.
+
+def reverse_sde_sample(sde: SDE, score_fn, x_T: torch.Tensor, *, n_steps: int = 500, t_min: float = T_MIN,
+                       eta: float = 1.0, generator: torch.Generator | None = None, callback=None,
+                       return_path: bool = False):
+    """Integrate dX = [f - (1 + eta^2)/2 g^2 score] dt + eta g dW-bar from T down to t_min by
+    Euler-Maruyama on ``reverse_time_grid(sde, n_steps, t_min)``.
+
+    Every eta >= 0 has the data's marginals (the Fokker-Planck equation is the same): eta = 1 is
+    Anderson's reverse SDE (Eq. 1.5), eta = 0 the probability-flow ODE by Euler's method (Eq. 1.6).
+    ``score_fn(x, t)`` takes t as a (B,) floating tensor.
     """
+    _check_x_T(x_T)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     ts = reverse_time_grid(sde, n_steps, t_min)
-    return euler_maruyama(lambda x, t: reverse_drift(sde, score_fn, x, t, lam),
-                          lambda x, t: sde.diffusion(torch.as_tensor(t)),
-                          x_T, ts, generator=generator, return_path=return_path)
+    lam = (1 + eta ** 2) / 2
+    seen = {}
+
+    def f(x, t):
+        tt = sde.check_time(t, x)
+        s = _score(score_fn, x, tt)
+        seen.update(t=tt, score=s)
+        return drift_from_score(sde, x, tt, s, lam)
+
+    def g(x, t):
+        return eta * sde.diffusion(torch.tensor(t, dtype=torch.float64, device="cpu"))
+
+    def on_step(info):  # euler_maruyama calls this after f(x_k, t_k): add the Tweedie estimate
+        callback(dict(info, x0_hat=sde.x0_from_score(info["x"], seen["t"], seen["score"])))
+
+    return euler_maruyama(f, g, x_T, ts, generator=generator, return_path=return_path,
+                          callback=None if callback is None else on_step)
 
 
-def probability_flow_sample(sde: SDE, score_fn, x_T: torch.Tensor, t_min: float = 1e-3,
-                            method: str = "dopri5", n_steps: int | None = None, rtol: float = 1e-5,
-                            atol: float = 1e-5, return_path: bool = False, n_saved: int = 11):
-    """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 score from T to t_min with torchdiffeq.
+def naive_reverse_sample(sde: SDE, x_T: torch.Tensor, *, n_steps: int = 500, t_min: float = T_MIN,
+                         generator: torch.Generator | None = None, callback=None, return_path: bool = False):
+    """The *wrong* reverse process of chapter 1, section 5: run dX = f dt + g dW with time decreasing,
+    i.e. flip the sign of time and keep the forward coefficients (no score). It does not invert the
+    forward process; this function exists to show that. ``callback`` gets x0_hat = None."""
+    _check_x_T(x_T)
+    ts = reverse_time_grid(sde, n_steps, t_min)
 
-    Adaptive ``method`` (dopri5) uses rtol/atol; a fixed-step method (euler, midpoint, rk4) takes
-    ``n_steps`` equal steps. Returns x at t_min, or with ``return_path`` a tuple (times, path) of
-    ``n_saved`` snapshots. The number of score evaluations is in ``probability_flow_sample.nfe``.
+    def g(x, t):
+        return sde.diffusion(torch.tensor(t, dtype=torch.float64, device="cpu"))
+
+    def on_step(info):
+        callback(dict(info, x0_hat=None))
+
+    return euler_maruyama(sde.drift, g, x_T, ts, generator=generator, return_path=return_path,
+                          callback=None if callback is None else on_step)
+
+
+def probability_flow_sample(sde: SDE, score_fn, x_T: torch.Tensor, *, t_min: float = T_MIN,
+                            method: str = "dopri5", n_steps: int | None = None, rtol: float = ODE_RTOL,
+                            atol: float = ODE_ATOL, callback=None, return_path: bool = False,
+                            n_saved: int = 11):
+    """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 score from T down to t_min with torchdiffeq.
+
+    An adaptive ``method`` (dopri5, ...) uses rtol/atol; a fixed-step method (euler, midpoint, rk4)
+    takes ``n_steps`` equal steps. ``callback`` is called at every evaluation of the velocity (for an
+    adaptive solver that includes its trial stages), with ``i`` counting evaluations. Returns x at
+    t_min, or with ``return_path`` a ``Trajectory`` of ``n_saved`` equally spaced snapshots.
     """
-    counter = {"nfe": 0}
-
-    def velocity(t, x):
-        counter["nfe"] += 1
-        # adaptive solvers may evaluate a stage slightly past the last output time: stay in [0, T]
-        return reverse_drift(sde, score_fn, x, t.clamp(0.0, sde.T), 0.5)
-
-    ts = torch.linspace(sde.T, t_min, n_saved if return_path else 2, dtype=x_T.dtype)
-    options = None
-    if method in ("euler", "midpoint", "rk4"):
+    _check_x_T(x_T)
+    t_min = check_t_min(t_min, sde.T)
+    if method in FIXED_STEP_METHODS:
         check_positive_int("n_steps", n_steps)
         options = dict(step_size=(sde.T - t_min) / n_steps)
-    elif n_steps is not None:
-        raise ValueError(f"n_steps is for fixed-step methods; method={method!r} chooses its own steps")
-    path = odeint(velocity, x_T, ts, method=method, rtol=rtol, atol=atol, options=options)
-    probability_flow_sample.nfe = counter["nfe"]
-    return (ts, path) if return_path else path[-1]
+    elif method in ADAPTIVE_METHODS:
+        if n_steps is not None:
+            raise ValueError(f"n_steps is for fixed-step methods {FIXED_STEP_METHODS}; method={method!r} "
+                             "chooses its own steps")
+        options = None
+    else:
+        raise ValueError(f"method must be one of {FIXED_STEP_METHODS + ADAPTIVE_METHODS}, got {method!r}")
+    check_positive_int("n_saved", n_saved)
+    if return_path and n_saved < 2:
+        raise ValueError(f"n_saved must be at least 2 with return_path, got {n_saved}")
+    count = [0]
 
+    def velocity(t, x):
+        # adaptive solvers may evaluate a stage slightly past the last output time: stay in [0, T]
+        tt = sde.check_time(t.clamp(0.0, sde.T), x)
+        s = _score(score_fn, x, tt)
+        if callback is not None:
+            callback(dict(i=count[0], t=float(tt[0]), x=x, x0_hat=sde.x0_from_score(x, tt, s)))
+        count[0] += 1
+        return drift_from_score(sde, x, tt, s, 0.5)
 
-probability_flow_sample.nfe = 0
+    ts = torch.linspace(sde.T, t_min, n_saved if return_path else 2, dtype=torch.float64, device="cpu")
+    path = odeint(velocity, x_T, ts.to(device=x_T.device, dtype=x_T.dtype), method=method, rtol=rtol,
+                  atol=atol, options=options)
+    return Trajectory(ts, path) if return_path else path[-1]
 
 
 def slerp(z_a: torch.Tensor, z_b: torch.Tensor, n: int) -> torch.Tensor:
     """n points on the great circle from z_a to z_b (both (D,)), keeping the norm typical of Gaussian
     noise: (n, D). Linear interpolation would pass through low-norm points the prior rarely produces."""
     check_positive_int("n", n)
+    check_tensor("z_a", z_a)
+    check_tensor("z_b", z_b)
     if z_a.shape != z_b.shape or z_a.ndim != 1:
         raise ValueError(f"z_a and z_b must be 1-D of the same shape, got {tuple(z_a.shape)}, {tuple(z_b.shape)}")
     cos = torch.dot(z_a, z_b) / (z_a.norm() * z_b.norm())
     omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
-    w = torch.linspace(0, 1, n, dtype=z_a.dtype)[:, None]
+    w = torch.linspace(0, 1, n, dtype=z_a.dtype, device=z_a.device)[:, None]
     return (torch.sin((1 - w) * omega) * z_a + torch.sin(w * omega) * z_b) / torch.sin(omega)
 
 
-def ode_interpolate(sde: SDE, score_fn, z_a: torch.Tensor, z_b: torch.Tensor, n: int = 9, **ode_kwargs):
+def ode_interpolate(sde: SDE, score_fn, z_a: torch.Tensor, z_b: torch.Tensor, *, n: int = 9, **ode_kwargs):
     """Decode n noise points between z_a and z_b (slerp at t = T) with the probability-flow ODE: a
     deterministic, continuous path of data points (chapter 2). Returns (n, D)."""
     return probability_flow_sample(sde, score_fn, slerp(z_a, z_b, n), **ode_kwargs)

@@ -7,109 +7,97 @@ one drift,
 
     reverse_drift = f(x, t) - lam * g(t)^2 * score(x, t),   lam = 1: reverse SDE, lam = 1/2: ODE.
 
-Time coefficients are broadcast with ``append_dims``, so 1-D, 2-D and image-shaped states all go
-through the same code.
+Every ``SDE`` is a ``schedules.ForwardProcess``, so losses and samplers treat it like DDPM's discrete
+schedule. Time coefficients are broadcast with ``append_dims``, so 1-D, 2-D and image-shaped states
+all go through the same code; noise is drawn on the state's device (``tensors.randn``).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from . import append_dims
-from ._checks import check_generator
+from ._checks import check_generator, check_tensor
+from .schedules import ForwardProcess, _coef
+from .tensors import append_dims, as_time, randn
 
-__all__ = ["SDE", "VPSDE", "VESDE", "OUSDE", "euler_maruyama", "reverse_drift", "check_time_grid",
-           "mixture_score_fn"]
-
-
-def _as_time(t, x: torch.Tensor) -> torch.Tensor:
-    """t as a (B,) tensor matching x's batch (a float or 0-d tensor is repeated)."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    if t.ndim == 0:
-        return t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must be a scalar or have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
-    return t
+__all__ = ["SDE", "VPSDE", "VESDE", "OUSDE", "Trajectory", "euler_maruyama", "reverse_drift",
+           "check_time_grid", "mixture_score_fn"]
 
 
-def _coef(c, x: torch.Tensor) -> torch.Tensor:
-    """A time coefficient (scalar or (B,)) in x's dtype, broadcastable against x (B, *D)."""
-    c = torch.as_tensor(c, dtype=x.dtype, device=x.device)
-    return append_dims(c, x.ndim) if c.ndim == 1 else c
+class Trajectory(NamedTuple):
+    """What every sampler returns with ``return_path=True``: the times ``ts`` (K,) (float64, CPU) and
+    the states ``xs`` (K, *x.shape) at those times, first to last."""
+    ts: torch.Tensor
+    xs: torch.Tensor
 
 
-def check_time_grid(ts, T: float | None = None) -> torch.Tensor:
-    """A 1-D, finite, strictly monotone time grid (increasing or decreasing), inside [0, T] if T given."""
-    ts = torch.as_tensor(ts)
-    if not ts.is_floating_point():
-        ts = ts.double()
+def check_time_grid(ts, T: float | None = None, name: str = "ts") -> torch.Tensor:
+    """A 1-D, finite, strictly monotone time grid (increasing or decreasing), inside [0, T] if T given.
+    Returned as float64 on the CPU (grid times are read as Python floats)."""
+    # Python numbers become float64 directly (through float32 they would lose digits)
+    ts = ts.to("cpu") if isinstance(ts, torch.Tensor) else torch.as_tensor(ts, dtype=torch.float64, device="cpu")
+    if ts.dtype == torch.bool:
+        raise ValueError(f"{name} must be a grid of times, got a boolean tensor")
+    ts = ts.double()
     if ts.ndim != 1 or len(ts) < 2:
-        raise ValueError(f"ts must be a 1-D grid of at least 2 times, got shape {tuple(ts.shape)}")
+        raise ValueError(f"{name} must be a 1-D grid of at least 2 times, got shape {tuple(ts.shape)}")
     if not torch.isfinite(ts).all():
-        raise ValueError("ts must be finite")
+        raise ValueError(f"{name} must be finite")
     d = ts[1:] - ts[:-1]
     if not ((d > 0).all() or (d < 0).all()):
-        raise ValueError("ts must be strictly monotone (all increasing or all decreasing)")
+        raise ValueError(f"{name} must be strictly monotone (all increasing or all decreasing)")
     if T is not None and (ts.min() < 0 or ts.max() > T * (1 + 1e-12)):
-        raise ValueError(f"ts must lie in [0, T] = [0, {T}], got [{ts.min().item()}, {ts.max().item()}]")
+        raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got [{ts.min().item()}, {ts.max().item()}]")
     return ts
 
 
-class SDE:
+def _time_tensor(t) -> torch.Tensor:
+    """A time given to a coefficient function (float or tensor) as a floating tensor."""
+    if isinstance(t, torch.Tensor):
+        return t if t.is_floating_point() else t.double()
+    return torch.tensor(float(t), dtype=torch.float64, device="cpu")
+
+
+class SDE(ForwardProcess):
     """A forward SDE dX = f(X, t) dt + g(t) dW on [0, T] with Gaussian marginals given x0:
     x_t = alpha(t) x0 + sigma(t) eps. Subclasses define ``drift_coef`` (f = drift_coef(t) * x),
-    ``diffusion``, ``alpha`` and ``sigma``; t is a float or a (B,) tensor."""
+    ``diffusion``, ``alpha`` and ``sigma``, each taking t as a float or a tensor."""
 
-    T: float = 1.0
+    def _set_T(self, T) -> None:
+        if isinstance(T, bool) or not isinstance(T, (int, float)) or not (math.isfinite(T) and T > 0):
+            raise ValueError(f"T must be a positive, finite number, got {T!r}")
+        self.T = float(T)
 
     def drift_coef(self, t):
         raise NotImplementedError
 
     def drift(self, x: torch.Tensor, t) -> torch.Tensor:
         """f(x, t), same shape as x."""
-        t = self._t(t, x)
+        t = self.check_time(t, x)
         return _coef(self.drift_coef(t), x) * x
 
     def diffusion(self, t):
         raise NotImplementedError
 
-    def alpha(self, t):
-        raise NotImplementedError
-
-    def sigma(self, t):
-        raise NotImplementedError
-
-    def _t(self, t, x):
-        t = _as_time(t, x)
-        if (t < 0).any() or (t > self.T * (1 + 1e-12)).any():
-            raise ValueError(f"t must lie in [0, T] = [0, {self.T}], got values in "
-                             f"[{t.min().item():.4g}, {t.max().item():.4g}]")
-        return t
-
-    def perturb(self, x0: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-        """x_t = alpha(t) x0 + sigma(t) eps (exact sample of the forward marginal given x0)."""
-        if eps.shape != x0.shape:
-            raise ValueError(f"eps must have the shape of x0 {tuple(x0.shape)}, got {tuple(eps.shape)}")
-        t = self._t(t, x0)
-        return _coef(self.alpha(t), x0) * x0 + _coef(self.sigma(t), x0) * eps
-
-    def prior_sample(self, shape, generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
-        """Approximate x_T ~ N(0, (alpha(T)^2 + sigma(T)^2) I) for standardised data; see subclasses."""
-        check_generator("generator", generator)
-        s = math.sqrt(self.prior_var())
-        return s * torch.randn(shape, generator=generator, dtype=dtype)
-
     def prior_var(self) -> float:
-        t = torch.tensor(float(self.T), dtype=torch.float64)
-        return float(self.sigma(t) ** 2)
+        """The variance of the prior ``prior_sample`` draws: sigma(T)^2, which neglects the data's share
+        alpha(T)^2 Var[x0] (subclasses whose alpha(T) is not small override this)."""
+        return float(self.sigma(torch.tensor(self.T, dtype=torch.float64, device="cpu")) ** 2)
+
+    def prior_sample(self, shape, *, generator: torch.Generator | None = None, dtype=torch.float32,
+                     device=None) -> torch.Tensor:
+        """x_T ~ N(0, prior_var() I), the approximate law of x_T from which the reverse process starts."""
+        check_generator("generator", generator)
+        return math.sqrt(self.prior_var()) * randn(shape, generator=generator, dtype=dtype, device=device)
 
     def marginal(self, mixture, t: float):
         """The exact law of x_t when x0 follows a ``GaussianMixture``: another mixture."""
         t = float(t)
         if not 0 <= t <= self.T:
             raise ValueError(f"t must lie in [0, T] = [0, {self.T}], got {t}")
-        tt = torch.tensor(t, dtype=torch.float64)
+        tt = torch.tensor(t, dtype=torch.float64, device="cpu")
         return mixture.noised(float(self.alpha(tt)), float(self.sigma(tt)))
 
 
@@ -120,23 +108,26 @@ class VPSDE(SDE):
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0):
         if not (0 < beta_min <= beta_max) or not math.isfinite(beta_max):
             raise ValueError(f"need 0 < beta_min <= beta_max < inf, got {beta_min}, {beta_max}")
-        self.beta_min, self.beta_max, self.T = float(beta_min), float(beta_max), float(T)
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        self._set_T(T)
 
     def beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
+    def _log_alpha(self, t):
+        return -0.25 * t ** 2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
     def drift_coef(self, t):
-        return -0.5 * self.beta(t)
+        return -0.5 * self.beta(_time_tensor(t))
 
     def diffusion(self, t):
-        return torch.sqrt(torch.as_tensor(self.beta(t)))
+        return torch.sqrt(self.beta(_time_tensor(t)))
 
     def alpha(self, t):
-        t = torch.as_tensor(t)
-        return torch.exp(-0.25 * t ** 2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min)
+        return torch.exp(self._log_alpha(_time_tensor(t)))
 
     def sigma(self, t):
-        return torch.sqrt(-torch.expm1(-0.5 * t ** 2 * (self.beta_max - self.beta_min) - t * self.beta_min))
+        return torch.sqrt(-torch.expm1(2 * self._log_alpha(_time_tensor(t))))
 
     def prior_var(self) -> float:
         return 1.0  # alpha(T)^2 Var[x0] + sigma(T)^2 -> 1 for unit-scale data
@@ -149,20 +140,21 @@ class VESDE(SDE):
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 10.0, T: float = 1.0):
         if not (0 < sigma_min < sigma_max) or not math.isfinite(sigma_max):
             raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max, self.T = float(sigma_min), float(sigma_max), float(T)
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._set_T(T)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def _s(self, t):
-        return self.sigma_min * torch.exp(torch.as_tensor(t) * self._log_ratio)
+        return self.sigma_min * torch.exp(_time_tensor(t) * self._log_ratio)
 
     def drift_coef(self, t):
-        return torch.zeros_like(torch.as_tensor(t))
+        return torch.zeros_like(_time_tensor(t))
 
     def diffusion(self, t):
         return self._s(t) * math.sqrt(2 * self._log_ratio)
 
     def alpha(self, t):
-        return torch.ones_like(torch.as_tensor(t))
+        return torch.ones_like(_time_tensor(t))
 
     def sigma(self, t):
         return torch.sqrt(self._s(t) ** 2 - self.sigma_min ** 2)
@@ -175,80 +167,102 @@ class OUSDE(SDE):
     def __init__(self, theta: float = 1.0, s: float = 1.0, T: float = 5.0):
         if not (theta > 0 and s > 0):
             raise ValueError(f"theta and s must be positive, got theta={theta}, s={s}")
-        self.theta, self.s, self.T = float(theta), float(s), float(T)
+        self.theta, self.s = float(theta), float(s)
+        self._set_T(T)
 
     def drift_coef(self, t):
-        return torch.full_like(torch.as_tensor(t), -self.theta)
+        return torch.full_like(_time_tensor(t), -self.theta)
 
     def diffusion(self, t):
-        return torch.full_like(torch.as_tensor(t), self.s)
+        return torch.full_like(_time_tensor(t), self.s)
 
     def alpha(self, t):
-        return torch.exp(-self.theta * torch.as_tensor(t))
+        return torch.exp(-self.theta * _time_tensor(t))
 
     def sigma(self, t):
-        return self.s * torch.sqrt(-torch.expm1(-2 * self.theta * torch.as_tensor(t)) / (2 * self.theta))
+        return self.s * torch.sqrt(-torch.expm1(-2 * self.theta * _time_tensor(t)) / (2 * self.theta))
 
     def prior_var(self) -> float:
         return self.s ** 2 / (2 * self.theta)
 
 
-def euler_maruyama(f, g, x0: torch.Tensor, ts, generator: torch.Generator | None = None,
-                   return_path: bool = False, dW: torch.Tensor | None = None):
+def euler_maruyama(f, g, x0: torch.Tensor, ts, *, generator: torch.Generator | None = None,
+                   dW: torch.Tensor | None = None, return_path: bool = False, callback=None):
     """Euler-Maruyama for dX = f(X, t) dt + g(X, t) dW along the grid ``ts`` (Eq. 1.2):
 
         x_{k+1} = x_k + f(x_k, t_k) (t_{k+1} - t_k) + g(x_k, t_k) sqrt(|t_{k+1} - t_k|) z_k,  z_k ~ N(0, I).
 
-    ``ts`` may decrease (integrating backwards in time, as the reverse SDE does). ``g`` returns a
-    scalar, a (B,) tensor, or a tensor of x's shape (state-dependent noise, e.g. geometric Brownian
-    motion). ``dW`` optionally gives the Brownian increments (len(ts) - 1, *x0.shape) to use instead
-    of fresh ones (strong-convergence studies). Returns x at ts[-1], or the whole path
-    (len(ts), *x0.shape) with ``return_path``.
+    Both coefficients are evaluated at the *start* of each step (that is what makes the scheme Ito).
+    ``ts`` may decrease (integrating backwards in time, as the reverse SDE does). ``f(x, t)`` and
+    ``g(x, t)`` get t as a Python float; ``g`` returns a scalar, a (B,) tensor, or a tensor of x's
+    shape (state-dependent noise, e.g. geometric Brownian motion). ``dW`` optionally gives the Brownian
+    increments (len(ts) - 1, *x0.shape) to use instead of fresh ones (strong-convergence studies).
+    ``callback(dict(i=k, t=t_k, x=x_k))`` is called before each step. Returns x at ts[-1], or with
+    ``return_path`` a ``Trajectory(ts, xs)`` with xs of shape (len(ts), *x0.shape).
     """
     ts = check_time_grid(ts)
+    check_tensor("x0", x0)
     check_generator("generator", generator)
-    if dW is not None and dW.shape != (len(ts) - 1, *x0.shape):
-        raise ValueError(f"dW must have shape (len(ts) - 1, *x0.shape) = {(len(ts) - 1, *x0.shape)}, "
-                         f"got {tuple(dW.shape)}")
+    if dW is not None and (not isinstance(dW, torch.Tensor) or dW.shape != (len(ts) - 1, *x0.shape)):
+        got = tuple(dW.shape) if isinstance(dW, torch.Tensor) else type(dW).__name__
+        raise ValueError(f"dW must have shape (len(ts) - 1, *x0.shape) = {(len(ts) - 1, *x0.shape)}, got {got}")
     x = x0
     path = [x0] if return_path else None
     for k in range(len(ts) - 1):
         t, h = ts[k].item(), (ts[k + 1] - ts[k]).item()
         drift = f(x, t)
-        if drift.shape != x.shape:
-            raise ValueError(f"f(x, t) must have the shape of x {tuple(x.shape)}, got {tuple(drift.shape)}")
+        if not isinstance(drift, torch.Tensor) or drift.shape != x.shape:
+            got = tuple(drift.shape) if isinstance(drift, torch.Tensor) else type(drift).__name__
+            raise ValueError(f"f(x, t) must have the shape of x {tuple(x.shape)}, got {got}")
         gx = torch.as_tensor(g(x, t), dtype=x.dtype, device=x.device)
         if not torch.isfinite(gx).all() or (gx < 0).any():
             raise ValueError(f"g(x, t) must be finite and non-negative; at t = {t:.4g} it is not")
         if gx.ndim == 1 and x.ndim > 1:
             gx = append_dims(gx, x.ndim)
-        noise = dW[k] if dW is not None else \
-            math.sqrt(abs(h)) * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        if callback is not None:
+            callback(dict(i=k, t=t, x=x))
+        noise = dW[k] if dW is not None else math.sqrt(abs(h)) * randn(x.shape, like=x, generator=generator)
         x = x + drift * h + gx * noise
         if return_path:
             path.append(x)
-    return torch.stack(path) if return_path else x
+    return Trajectory(ts, torch.stack(path)) if return_path else x
+
+
+def _score(score_fn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    s = score_fn(x, t)
+    if not isinstance(s, torch.Tensor) or s.shape != x.shape:
+        got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+        raise ValueError(f"score_fn must return the shape of x {tuple(x.shape)}, got {got}")
+    return s
+
+
+def drift_from_score(sde: SDE, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor, lam: float) -> torch.Tensor:
+    """f(x, t) - lam g(t)^2 score for a score already evaluated at (x, t) (t a checked (B,) tensor)."""
+    return sde.drift(x, t) - lam * _coef(sde.diffusion(t), x) ** 2 * score
 
 
 def reverse_drift(sde: SDE, score_fn, x: torch.Tensor, t, lam: float = 1.0) -> torch.Tensor:
     """f(x, t) - lam g(t)^2 score(x, t): lam = 1 gives Anderson's reverse SDE, lam = 1/2 the
     probability-flow ODE (chapter 1, Eqs. 1.5 and 1.6). Integrate it with *decreasing* time."""
-    tt = sde._t(t, x)
-    s = score_fn(x, tt)
-    if s.shape != x.shape:
-        raise ValueError(f"score_fn must return the shape of x {tuple(x.shape)}, got {tuple(s.shape)}")
-    g2 = _coef(sde.diffusion(tt), x) ** 2
-    return sde.drift(x, tt) - lam * g2 * s
+    tt = sde.check_time(t, x)
+    return drift_from_score(sde, x, tt, _score(score_fn, x, tt), lam)
 
 
 def mixture_score_fn(sde: SDE, mixture):
     """score_fn(x, t) = the exact score of the forward marginal p_t when x0 ~ ``mixture``
-    (a GaussianMixture): p_t is the mixture noised with alpha(t), sigma(t). t may vary per example."""
+    (a GaussianMixture): p_t is the mixture noised with alpha(t), sigma(t). t may vary per example.
+    The noised mixtures are cached by time, so a sampler's repeated grid times cost one build each."""
+    cache = {}
+
     def score_fn(x, t):
-        t = _as_time(t, x)
+        t = as_time(t, x)
         out = torch.empty_like(x)
-        for tv in torch.unique(t):
+        for tv in torch.unique(t).tolist():
+            if tv not in cache:
+                if len(cache) >= 4096:  # per-example random times (a loss) would grow it forever
+                    cache.clear()
+                cache[tv] = sde.marginal(mixture, tv)
             idx = t == tv
-            out[idx] = sde.marginal(mixture, float(tv)).score(x[idx]).to(x.dtype)
+            out[idx] = cache[tv].score(x[idx]).to(x.dtype)
         return out
     return score_fn

@@ -48,6 +48,8 @@ def save_checkpoint(path: str, model: nn.Module, optimizer=None, ema: EMA | None
     """Save model (and optionally optimizer, EMA, step and plain-data extras) atomically to ``path``."""
     state = {"model": model.state_dict(), "step": int(step), "extra": extra,
              "rng": torch.get_rng_state()}
+    if torch.cuda.is_available():  # so that a GPU run resumes with the same CUDA random numbers
+        state["cuda_rng"] = list(torch.cuda.get_rng_state_all())
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if ema is not None:
@@ -107,7 +109,8 @@ def train(model: nn.Module, loss_fn, optimizer, n_steps: int, *, ema: EMA | None
     """Minimise ``loss_fn(step)`` (a scalar tensor; it draws its own batch) for ``n_steps`` steps.
 
     With ``ckpt_path``: saves every ``ckpt_every`` steps and at the end; with ``resume=True`` and an
-    existing checkpoint, restores model, optimizer, EMA, scheduler, global torch RNG and the loss
+    existing checkpoint, restores model, optimizer, EMA, scheduler, the global torch RNG (and CUDA's,
+    where a GPU is present) and the loss
     history and continues from the saved step, so an interrupted run ends where an uninterrupted one
     would have. Returns ``{"losses": [...], "seconds": float, "step": int}``.
     """
@@ -123,6 +126,8 @@ def train(model: nn.Module, loss_fn, optimizer, n_steps: int, *, ema: EMA | None
         if scheduler is not None and "scheduler" in state["extra"]:
             scheduler.load_state_dict(state["extra"]["scheduler"])
         torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def save(step):
         extra = {"losses": losses, "seconds": seconds + time.time() - t0}

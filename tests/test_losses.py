@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.losses import dsm_loss, eps_loss, explicit_sm_loss, sample_times, ssm_loss
+from course_utils.losses import dsm_loss, eps_loss, explicit_sm_loss, ssm_loss
 from course_utils.nets import ScoreMLP, TimeEmbedding, sinusoidal_features
 from course_utils.sde import VESDE, VPSDE
 
@@ -126,7 +126,7 @@ def test_eps_loss_is_dsm_with_sigma_squared_weighting():
     torch.manual_seed(10)
     net = ScoreMLP(2, 32, 2)
     x0 = torch.randn(16, 2)
-    t, eps = sample_times(16, sde), torch.randn(16, 2)
+    t, eps = sde.sample_times(16, like=x0), torch.randn(16, 2)
     with torch.no_grad():
         a = eps_loss(net, x0, sde, t=t, eps=eps)
         b = dsm_loss(lambda x, tt: -net(x, tt) / sde.sigma(tt)[:, None], x0, sde, t=t, eps=eps)
@@ -169,10 +169,18 @@ def test_losses_and_nets_bad_inputs():
         dsm_loss(lambda x, t: x, x0, sde, weighting="likelihood")
     with pytest.raises(ValueError, match="t must lie in \\(t_min, T\\]"):
         dsm_loss(lambda x, t: x, x0, sde, t=torch.tensor([0.5, 0.5, 0.0, 0.5]))
-    with pytest.raises(ValueError, match="t must lie in \\(t_min, T\\]"):
+    with pytest.raises(ValueError, match="t must lie in \\[0, T\\]"):
         eps_loss(lambda x, t: x, x0, sde, t=torch.full((4,), 1.5))
-    with pytest.raises(ValueError, match="t must have shape"):
+    with pytest.raises(ValueError, match="t must be a scalar or have shape \\(B,\\)"):
         dsm_loss(lambda x, t: x, x0, sde, t=torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match="t must have shape \\(B,\\)"):
+        dsm_loss(lambda x, t: x, x0, sde, t=torch.full((4, 1), 0.5))
+    with pytest.raises(TypeError, match="t must be continuous time"):
+        eps_loss(lambda x, t: x, x0, sde, t=torch.full((4,), 1))
+    with pytest.raises(TypeError, match="process must be a schedules.ForwardProcess"):
+        eps_loss(lambda x, t: x, x0, "vp")
+    with pytest.raises(ValueError, match="n_projections must be a positive int"):
+        ssm_loss(lambda x: x, x0, n_projections=0)
     with pytest.raises(ValueError, match="t_min must lie in"):
         dsm_loss(lambda x, t: x, x0, sde, t_min=2.0)
     with pytest.raises(ValueError, match="score_fn must return the shape"):
@@ -182,9 +190,22 @@ def test_losses_and_nets_bad_inputs():
     net = ScoreMLP(2, 16, 1)
     with pytest.raises(ValueError, match="x must have last dimension 2"):
         net(torch.randn(4, 3), torch.rand(4))
-    with pytest.raises(ValueError, match="t must have shape \\(B,\\)"):
+    with pytest.raises(ValueError, match="t must be a scalar or have shape \\(B,\\)"):
         net(torch.randn(4, 2), torch.rand(3))
     with pytest.raises(ValueError, match="built without n_classes"):
         net(torch.randn(4, 2), torch.rand(4), cond=torch.zeros(4, dtype=torch.long))
+    labelled = ScoreMLP(2, 16, 1, n_classes=3)
+    with pytest.raises(ValueError, match="class labels in \\[0, n_classes\\) = \\[0, 3\\)"):
+        labelled(torch.randn(4, 2), torch.rand(4), cond=torch.tensor([0, 1, 3, 2]))
+    with pytest.raises(ValueError, match="class labels in"):
+        labelled(torch.randn(4, 2), torch.rand(4), cond=torch.tensor([0, -1, 1, 2]))
+    with pytest.raises(ValueError, match="cond must be an int64 tensor"):
+        labelled(torch.randn(4, 2), torch.rand(4), cond=torch.tensor([0.0, 1.0, 1.0, 2.0]))
+    # networks take continuous time; a DDPM step index must be converted first
+    for bad in (torch.tensor([0, 1, 2, 999]), torch.arange(4, dtype=torch.int32)):
+        with pytest.raises(TypeError, match="t must be continuous time"):
+            net(torch.randn(4, 2), bad)
+        with pytest.raises(TypeError, match="t must be continuous time"):
+            TimeEmbedding(16)(bad)
     with pytest.raises(ValueError, match="dim must be even"):
         sinusoidal_features(torch.rand(3), 7)

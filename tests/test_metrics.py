@@ -42,11 +42,22 @@ def test_sliced_wasserstein_of_translation():
     assert abs(sw - 5.0 / math.sqrt(2)) < 0.05
 
 
-def test_noise_floor_and_ratio():
+def test_noise_floor_has_its_closed_form_mean():
+    """For two independent samples of size n of one law, the V-statistic energy distance has mean
+    2 E|X - X'| / n exactly (the diagonal terms of the within-sample means are zero). For N(0, I_2),
+    X - X' ~ N(0, 2 I_2) and E|X - X'| = sqrt(2) * sqrt(pi / 2) = sqrt(pi)."""
+    n, repeats = 200, 400
+    g = torch.Generator().manual_seed(2)
+    floor, spread = noise_floor(lambda m, gen: torch.randn(m, 2, generator=gen, dtype=torch.float64), n,
+                                repeats=repeats, generator=g)
+    want = 2 * math.sqrt(math.pi) / n
+    assert abs(floor - want) < 4 * spread / math.sqrt(repeats), (floor, want, spread)
+    assert 0 < spread < floor  # it varies from draw to draw, by less than its mean
+
+
+def test_distance_ratio():
     gm = example_mixture()
     g = torch.Generator().manual_seed(2)
-    floor, spread = noise_floor(gm.sample, 1000, repeats=10, generator=g)
-    assert floor > 0 and spread > 0
     good = [gm.sample(1000, g) for _ in range(10)]
     ratio, _, _ = distance_ratio(good, gm.sample, generator=g)
     assert 0.6 < ratio < 1.6

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from course_utils.nets import CNF, TimeMLP
 from course_utils.ode import (
-    CNF,
     CNFDynamics,
-    TimeMLP,
+    ODEFunc,
     divergence_exact,
     divergence_hutchinson,
     sample_probe,
@@ -27,7 +27,7 @@ class Linear(nn.Module):
         self.A = nn.Parameter(A.clone())
         self.dim = A.shape[0]
 
-    def forward(self, t, z):
+    def forward(self, z, t, cond=None):
         return z @ self.A.T
 
 
@@ -71,7 +71,7 @@ def test_hutchinson_unbiased_with_closed_form_variance(kind):
     S = (A + A.T) / 2
     n = 200_000
     x = torch.zeros(n, 6, dtype=D64)
-    v = sample_probe((n, 6), kind, g, dtype=D64)
+    v = sample_probe((n, 6), kind, generator=g, dtype=D64)
     est = divergence_hutchinson(lambda y: y @ A.T + 1.0, x, v)
     se = est.std().item() / math.sqrt(n)
     assert abs(est.mean().item() - A.trace().item()) < 4 * se
@@ -96,21 +96,39 @@ def test_linear_cnf_log_density_equals_matrix_exponential():
 
 @pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
 def test_cnf_forward_and_backward_agree(divergence):
+    """Pushing z0 forwards and x back gives the same log-density: for Hutchinson's estimator too, when
+    both solves hold the same probe (the same seed), since the ODE is then the same deterministic one."""
     torch.manual_seed(1)
     cnf = CNF(TimeMLP(2, 16, 2).double(), divergence=divergence, rtol=1e-9, atol=1e-9)
     z0 = torch.randn(32, 2, dtype=D64)
     with torch.no_grad():
-        x, logp_fwd = cnf.push_forward(z0, return_log_prob=True)
-        logp_bwd = cnf.log_prob(x)
-    if divergence == "exact":
-        torch.testing.assert_close(logp_fwd, logp_bwd, atol=1e-6, rtol=1e-6)
-    else:  # a fresh probe in each direction: unbiased estimates, not equal numbers
-        assert (logp_fwd - logp_bwd).abs().mean() < 0.5
+        for p in cnf.parameters():  # a field that changes volume markedly, so agreement means something
+            p.mul_(3)
+        x, logp_fwd = cnf.push_forward(z0, return_log_prob=True, generator=torch.Generator().manual_seed(5))
+        logp_bwd = cnf.log_prob(x, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(logp_fwd, logp_bwd, atol=1e-6, rtol=1e-6)
+    # and the change in log-density is not trivially zero
+    assert (logp_fwd - standard_normal_log_prob(z0)).abs().mean() > 0.5
+
+
+def test_hutchinson_cnf_is_unbiased_for_the_exact_log_density():
+    torch.manual_seed(2)
+    velocity = TimeMLP(2, 16, 2).double()
+    exact = CNF(velocity, rtol=1e-8, atol=1e-8)
+    hutch = CNF(velocity, divergence="hutchinson", rtol=1e-8, atol=1e-8)
+    x = torch.randn(4, 2, dtype=D64).repeat(2000, 1)  # many probes for each of 4 points
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        want = exact.log_prob(x[:4])
+        est = hutch.log_prob(x, generator=g).reshape(2000, 4)
+    se = est.std(0) / math.sqrt(2000)
+    assert ((est.mean(0) - want).abs() < 4 * se).all()
+    assert (se > 0).all()  # a real estimator: the probes differ
 
 
 def test_adjoint_gradients_equal_backprop_gradients():
     torch.manual_seed(2)
-    f = TimeMLP(2, 32, 2).double()
+    f = ODEFunc(TimeMLP(2, 32, 2).double())
     z0 = torch.randn(20, 2, dtype=D64)
     ts = torch.tensor([0.0, 1.0], dtype=D64)
 
@@ -142,7 +160,7 @@ def test_adjoint_gradient_closed_form():
 
 def test_saved_memory_grows_for_backprop_not_for_adjoint():
     torch.manual_seed(3)
-    f = TimeMLP(2, 64, 2)
+    f = ODEFunc(TimeMLP(2, 64, 2))
     z0 = torch.randn(256, 2)
 
     def run(solve, n):
@@ -175,3 +193,10 @@ def test_bad_inputs():
         CNF(TimeMLP()).log_prob(torch.randn(5, 3))
     with pytest.raises(ValueError, match="T must be positive"):
         CNF(TimeMLP(), T=0.0)
+
+
+def test_ode_func_adapts_a_course_network_to_torchdiffeq():
+    net = TimeMLP(2, 8, 1).double()
+    z, t = torch.randn(5, 2, dtype=D64), torch.tensor(0.3, dtype=D64)
+    torch.testing.assert_close(ODEFunc(net)(t, z), net(z, torch.full((5,), 0.3, dtype=D64)))
+    assert len(list(ODEFunc(net).parameters())) == len(list(net.parameters()))

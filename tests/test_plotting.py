@@ -25,14 +25,38 @@ def test_density_grid_sums_to_about_one():
     plt.close("all")
 
 
-def test_plots_draw_without_error():
+def test_scatter_and_vector_field_draw_what_they_are_given():
     gm = example_mixture()
-    scatter_2d(gm.sample(100), title="samples")
-    vector_field(gm.score, normalize=True)
-    image_grid(torch.rand(10, 1, 8, 8) * 2 - 1, nrow=4)
-    plt.close("all")
+    x = gm.sample(100)
+    ax = scatter_2d(x, title="samples", lim=2.5)
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), x.numpy())
+    assert ax.get_xlim() == (-2.5, 2.5) and ax.get_title() == "samples" and ax.get_xlabel() == "$x_1$"
+    ax = vector_field(gm.score, normalize=True, lim=2.0, n=5)
+    q = ax.collections[0]
     pts, X, Y = grid_points(2.0, 5)
+    v = gm.score(pts).numpy()
+    np.testing.assert_allclose(q.X, X.ravel())
+    np.testing.assert_allclose(np.stack([q.U, q.V], 1), v / np.linalg.norm(v, axis=1, keepdims=True), rtol=1e-5)
+    plt.close("all")
     assert pts.shape == (25, 2) and np.allclose(pts[:, 0].numpy().reshape(5, 5), X)
+    np.testing.assert_allclose(pts[:, 1].numpy().reshape(5, 5), Y)
+
+
+def test_image_grid_layout_and_value_range():
+    """Images go left to right, top to bottom, with 1-pixel white borders; values in [-1, 1] map to
+    [0, 1] (and are clipped outside it)."""
+    imgs = torch.tensor([-1.0, -0.5, 0.0, 2.0])[:, None, None, None].expand(4, 1, 2, 3)  # 4 flat images
+    ax = image_grid(imgs, nrow=3)
+    canvas = np.asarray(ax.images[0].get_array())
+    assert canvas.shape == (2 * 3 + 1, 3 * 4 + 1)  # 2 rows of 3 columns of 2x3 images
+    for i, want in enumerate([0.0, 0.25, 0.5, 1.0]):
+        r, c = divmod(i, 3)
+        np.testing.assert_allclose(canvas[1 + 3 * r:3 + 3 * r, 1 + 4 * c:4 + 4 * c], want)
+    assert (canvas[0] == 1).all() and (canvas[:, 0] == 1).all()  # borders
+    np.testing.assert_allclose(canvas[4:6, 5:8], 1.0)  # the unused fifth place stays blank
+    rgb = image_grid(torch.zeros(2, 3, 4, 4), nrow=2)
+    assert np.asarray(rgb.images[0].get_array()).shape == (6, 11, 3)
+    plt.close("all")
 
 
 def test_animation_stays_small():

@@ -22,3 +22,13 @@ def test_requirements_list_the_course_stack():
     req = open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8").read()
     for name in ["torch", "numpy", "matplotlib", "jupyterlab", "nbval", "torchdiffeq", "-e ."]:
         assert re.search(rf"^{re.escape(name)}", req, re.M), name
+
+
+def test_readme_tour_runs():
+    """The README's tour of course_utils is code a newcomer will paste: it must run as written."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```python\n(.+?)\n```", text, re.S)
+    assert len(blocks) == 1
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["x0"].shape == (500, 2)

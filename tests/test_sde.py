@@ -7,7 +7,13 @@ import torch
 from course_utils import metrics
 from course_utils.data import GaussianMixture, example_mixture
 from course_utils.fokker_planck import fokker_planck_1d
-from course_utils.samplers import probability_flow_sample, reverse_sde_sample
+from course_utils.samplers import (
+    CallCounter,
+    naive_reverse_sample,
+    probability_flow_sample,
+    reverse_sde_sample,
+    reverse_time_grid,
+)
 from course_utils.sde import OUSDE, VESDE, VPSDE, euler_maruyama, mixture_score_fn, reverse_drift
 
 D64 = torch.float64
@@ -51,9 +57,9 @@ def test_euler_maruyama_weak_order_on_geometric_brownian_motion():
 
 def test_euler_maruyama_shapes_path_and_backwards_time():
     x0 = torch.zeros(5, 3, 4, 4)
-    path = euler_maruyama(lambda x, t: -x, lambda x, t: torch.ones(x.shape[0]), x0, torch.linspace(1, 0, 11),
-                          generator=torch.Generator().manual_seed(0), return_path=True)
-    assert path.shape == (11, 5, 3, 4, 4)
+    ts, path = euler_maruyama(lambda x, t: -x, lambda x, t: torch.ones(x.shape[0]), x0, torch.linspace(1, 0, 11),
+                              generator=torch.Generator().manual_seed(0), return_path=True)
+    assert path.shape == (11, 5, 3, 4, 4) and torch.equal(ts, torch.linspace(1, 0, 11).double())
     # the increments have variance |dt| = 0.1 whichever way time runs
     assert abs((path[1] - path[0]).var().item() - 0.1) < 0.03
 
@@ -139,12 +145,12 @@ def test_reverse_sde_with_exact_score_recovers_the_data(truth):
     gm, ref = truth
     sde = VPSDE()
     g = torch.Generator().manual_seed(4)
-    x = reverse_sde_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), g), 500, generator=g)
+    x = reverse_sde_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), generator=g), n_steps=500,
+                           generator=g)
     ratio, dw, dlogp = sample_quality(x, gm, ref)
     assert ratio < 1.5 and dw < 0.02 and dlogp < 0.03, (ratio, dw, dlogp)
     # flipping the sign of time instead of using Anderson's drift fails by orders of magnitude
-    flipped = reverse_sde_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), g), 500,
-                                 generator=g, lam=0.0)
+    flipped = naive_reverse_sample(sde, sde.prior_sample((20_000, 2), generator=g), n_steps=500, generator=g)
     assert sample_quality(flipped, gm, ref)[0] > 10 * max(ratio, 1.0)
 
 
@@ -152,10 +158,11 @@ def test_reverse_sde_with_exact_score_recovers_the_data(truth):
 def test_probability_flow_ode_with_exact_score_recovers_the_data(truth, sde):
     gm, ref = truth
     g = torch.Generator().manual_seed(5)
-    x = probability_flow_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), g))
+    score = CallCounter(mixture_score_fn(sde, gm))
+    x = probability_flow_sample(sde, score, sde.prior_sample((20_000, 2), generator=g))
     ratio, dw, dlogp = sample_quality(x, gm, ref)
     assert ratio < 1.5 and dw < 0.02 and dlogp < 0.03, (ratio, dw, dlogp)
-    assert probability_flow_sample.nfe <= 500
+    assert 20 < score.calls <= 500
 
 
 def test_sde_and_ode_share_intermediate_marginals():
@@ -163,9 +170,9 @@ def test_sde_and_ode_share_intermediate_marginals():
     sde = VPSDE()
     score = mixture_score_fn(sde, gm)
     g = torch.Generator().manual_seed(6)
-    x_T = sde.prior_sample((20_000, 2), g)
+    x_T = sde.prior_sample((20_000, 2), generator=g)
     t_mid = 0.3  # stop both samplers at t = 0.3 and compare with the exact marginal there
-    xs = reverse_sde_sample(sde, score, x_T, 350, t_min=t_mid, generator=g)
+    xs = reverse_sde_sample(sde, score, x_T, n_steps=350, t_min=t_mid, generator=g)
     xo = probability_flow_sample(sde, score, x_T, t_min=t_mid)
     exact = sde.marginal(gm, t_mid)
     ref = exact.log_prob(exact.sample(200_000, g)).mean().item()
@@ -212,9 +219,30 @@ def test_sde_bad_inputs():
     with pytest.raises(ValueError, match="score_fn must return the shape of x"):
         reverse_drift(sde, lambda x, t: x[:, :1], x, 0.5)
     with pytest.raises(ValueError, match="t_min must lie in"):
-        reverse_sde_sample(sde, lambda x, t: x, x, 10, t_min=1.5)
+        reverse_sde_sample(sde, lambda x, t: x, x, n_steps=10, t_min=1.5)
     with pytest.raises(ValueError, match="n_steps must be a positive int"):
-        reverse_sde_sample(sde, lambda x, t: x, x, 0)
+        reverse_sde_sample(sde, lambda x, t: x, x, n_steps=0)
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0"):
+        reverse_sde_sample(sde, lambda x, t: x, x, eta=-1.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        probability_flow_sample(sde, lambda x, t: x, x, method="rk45")
+    with pytest.raises(ValueError, match="n_steps must be a positive int"):
+        probability_flow_sample(sde, lambda x, t: x, x, method="euler")
+    with pytest.raises(ValueError, match="t_min must lie in"):
+        probability_flow_sample(sde, lambda x, t: x, x, t_min=-0.1)
+    with pytest.raises(ValueError, match=r"x_T must have shape \(B, \*D\)"):
+        reverse_sde_sample(sde, lambda x, t: x, torch.zeros(4))
+    with pytest.raises(TypeError, match="x_T must be a torch.Tensor"):
+        probability_flow_sample(sde, lambda x, t: x, [[0.0, 0.0]])
+    # a time grid given where a keyword belongs is refused, not integrated from T to 100
+    with pytest.raises(TypeError):
+        probability_flow_sample(sde, lambda x, t: x, x, 100)
+    with pytest.raises(TypeError):
+        reverse_sde_sample(sde, lambda x, t: x, x, 100)
+    for bad_T in (0.0, -1.0, float("inf")):
+        for make in (VPSDE, VESDE, OUSDE):
+            with pytest.raises(ValueError, match="T must be a positive, finite number"):
+                make(T=bad_T)
     with pytest.raises(ValueError, match="n_steps is for fixed-step methods"):
         probability_flow_sample(sde, lambda x, t: x, x, n_steps=10)
     with pytest.raises(ValueError, match="beta_min"):
@@ -243,7 +271,101 @@ def test_slerp_and_ode_interpolation():
     assert max(angles) - min(angles) < 1e-7
     gm, sde = example_mixture(), VPSDE()
     xs = ode_interpolate(sde, mixture_score_fn(sde, gm), a.float(), b.float(), n=5)
+    assert xs.shape == (5, 2)
     ends = probability_flow_sample(sde, mixture_score_fn(sde, gm), torch.stack([a, b]).float())
     torch.testing.assert_close(xs[[0, -1]], ends, atol=1e-3, rtol=1e-3)
     with pytest.raises(ValueError, match="z_a and z_b must be 1-D"):
         slerp(torch.zeros(2), torch.zeros(3), 4)
+
+
+def test_euler_maruyama_steps_are_exact_ito_steps():
+    """Two hand-computed steps with a time-dependent drift, state-dependent noise and given dW: both
+    coefficients must be taken at the start of each step (evaluating them at its end is a different,
+    implicit scheme), forwards and backwards in time."""
+    f = lambda x, t: t * x + 1.0  # noqa: E731
+    g = lambda x, t: (1.0 + t) * x  # noqa: E731
+    x0 = torch.tensor([[0.7, 1.3]], dtype=D64)
+    dW = torch.tensor([[[0.11, -0.05]], [[-0.2, 0.3]]], dtype=D64)
+    for ts in ([0.3, 0.5, 0.9], [0.9, 0.6, 0.1]):
+        x1 = x0 + f(x0, ts[0]) * (ts[1] - ts[0]) + g(x0, ts[0]) * dW[0]
+        x2 = x1 + f(x1, ts[1]) * (ts[2] - ts[1]) + g(x1, ts[1]) * dW[1]
+        got = euler_maruyama(f, g, x0, ts, dW=dW, return_path=True)
+        torch.testing.assert_close(got.xs, torch.stack([x0, x1, x2]), rtol=0, atol=1e-15)
+        torch.testing.assert_close(got.ts, torch.tensor(ts, dtype=D64))
+        seen = []
+        euler_maruyama(f, g, x0, ts, dW=dW, callback=lambda d, seen=seen: seen.append((d["i"], d["t"], d["x"].clone())))
+        assert [(i, t) for i, t, _ in seen] == [(0, ts[0]), (1, ts[1])]  # the state each step starts from
+        torch.testing.assert_close(seen[1][2], x1, rtol=0, atol=1e-15)
+    # fresh noise: one step has mean x0 + f h and variance g^2 |h|
+    g_ = torch.Generator().manual_seed(12)
+    xs = euler_maruyama(f, g, x0.expand(200_000, 2), [0.3, 0.1], generator=g_)
+    h = -0.2
+    torch.testing.assert_close(xs.mean(0), (x0 + f(x0, 0.3) * h)[0], atol=4 * 1.69 * math.sqrt(0.2 / 2e5), rtol=0)
+    torch.testing.assert_close(xs.var(0), (g(x0, 0.3) ** 2 * abs(h))[0], rtol=0.02, atol=0)
+
+
+def test_sampler_grids_and_callbacks():
+    sde, n = VPSDE(), 7
+    grid = reverse_time_grid(sde, n, t_min=0.05)
+    assert len(grid) == n + 1 and grid[0].item() == sde.T and grid[-1].item() == 0.05
+    torch.testing.assert_close(grid[:-1] - grid[1:], torch.full((n,), (sde.T - 0.05) / n, dtype=D64))
+    gm = example_mixture()
+    score = CallCounter(mixture_score_fn(sde, gm))
+    x_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(13))
+    seen = []
+    out = reverse_sde_sample(sde, score, x_T, n_steps=n, t_min=0.05, generator=torch.Generator().manual_seed(14),
+                             callback=seen.append, return_path=True)
+    assert score.calls == n and len(seen) == n and out.xs.shape == (n + 1, 64, 2)
+    assert [d["i"] for d in seen] == list(range(n)) and torch.equal(out.ts, grid)
+    assert [d["t"] for d in seen] == grid[:-1].tolist()
+    for d, x in zip(seen, out.xs[:-1]):  # the callback sees the state the network saw ...
+        assert torch.equal(d["x"], x)
+    # ... and Tweedie's estimate E[x0 | x_t] = (x_t + sigma^2 score) / alpha, exactly for the exact score
+    d = seen[3]
+    t = torch.tensor(d["t"])
+    a, s = sde.alpha(t).item(), sde.sigma(t).item()
+    torch.testing.assert_close(d["x0_hat"], (d["x"] + s ** 2 * mixture_score_fn(sde, gm)(d["x"], t)) / a)
+    # the probability-flow sampler: one callback per score evaluation, a Trajectory of n_saved snapshots
+    score, seen = CallCounter(mixture_score_fn(sde, gm)), []
+    out = probability_flow_sample(sde, score, x_T, method="rk4", n_steps=5, callback=seen.append,
+                                  return_path=True, n_saved=3)
+    assert score.calls == len(seen) == 20 and out.xs.shape == (3, 64, 2)  # rk4: 4 evaluations a step
+    torch.testing.assert_close(out.ts, torch.tensor([1.0, 0.5005, 0.001], dtype=D64))
+    # the naive reverse takes the same grid
+    assert naive_reverse_sample(sde, x_T, n_steps=n, return_path=True).xs.shape == (n + 1, 64, 2)
+
+
+def test_eta_zero_is_the_probability_flow_ode_by_euler():
+    """eta = 0 of the reverse family is Euler's method on the probability-flow ODE: the same numbers as
+    torchdiffeq's fixed-step Euler on the same grid."""
+    gm, sde = example_mixture(D64), VPSDE()
+    score = mixture_score_fn(sde, gm)
+    x_T = sde.prior_sample((500, 2), generator=torch.Generator().manual_seed(15), dtype=D64)
+    a = reverse_sde_sample(sde, score, x_T, n_steps=40, eta=0.0, generator=torch.Generator().manual_seed(0))
+    b = probability_flow_sample(sde, score, x_T, method="euler", n_steps=40)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    # and a different eta changes the path but not the law: eta = 1/2 also recovers the data
+    c = reverse_sde_sample(sde, score, x_T, n_steps=40, eta=0.5, generator=torch.Generator().manual_seed(0))
+    assert (c - a).abs().max() > 0.1
+
+
+def test_eta_family_has_the_data_marginals(truth):
+    gm, ref = truth
+    sde = VPSDE()
+    g = torch.Generator().manual_seed(16)
+    for eta in (0.5, 2.0):
+        x = reverse_sde_sample(sde, mixture_score_fn(sde, gm), sde.prior_sample((20_000, 2), generator=g),
+                               n_steps=500, eta=eta, generator=g)
+        ratio, dw, dlogp = sample_quality(x, gm, ref)
+        assert ratio < 1.5 and dw < 0.02 and dlogp < 0.05, (eta, ratio, dw, dlogp)
+
+
+def test_mixture_score_fn_equals_the_noised_mixture_score():
+    gm, sde = example_mixture(D64), VESDE(0.01, 10.0)
+    score = mixture_score_fn(sde, gm)
+    x = torch.randn(6, 2, dtype=D64)
+    t = torch.tensor([0.1, 0.5, 0.1, 0.9, 0.5, 0.1], dtype=D64)
+    for _ in range(2):  # the second call reads the cache
+        out = score(x, t)
+        for i in range(6):
+            torch.testing.assert_close(out[i], sde.marginal(gm, t[i].item()).score(x[i:i + 1])[0])

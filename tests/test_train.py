@@ -65,15 +65,37 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_ema_follows_exponential_average():
+    """theta_ema <- d theta_ema + (1 - d) theta with d = 0.9 (d and 1 - d differ, so swapping them fails)."""
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(0.0)
-    ema = EMA(model, 0.5)
-    for v in [1.0, 1.0, 1.0]:
+    ema = EMA(model, 0.9)
+    values = [1.0, 1.0, 3.0]
+    want = 0.0
+    for v in values:
         with torch.no_grad():
             model.weight.fill_(v)
         ema.update(model)
-    assert ema.model.weight.item() == pytest.approx(1 - 0.5 ** 3)
+        want = 0.9 * want + 0.1 * v
+    assert ema.model.weight.item() == pytest.approx(want, rel=1e-6)  # 0.1 + 0.09 + 0.3 = 0.471
+    assert want == pytest.approx(0.471)
+
+
+def test_checkpoint_saves_and_restores_the_cuda_random_state(tmp_path, monkeypatch):
+    """Where a GPU is present, a resumed run must also continue CUDA's random numbers. Checked here with
+    a stand-in for torch.cuda's state functions (the real thing runs in test_device.py on a GPU)."""
+    fake_state = [torch.arange(8, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: fake_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
+    model, opt = make()
+    path = str(tmp_path / "run.pt")
+    train(model, loss_for(model), opt, 2, ckpt_path=path, progress=False)
+    assert torch.equal(load_checkpoint(path)["cuda_rng"][0], fake_state[0])
+    model, opt = make()
+    train(model, loss_for(model), opt, 3, ckpt_path=path, resume=True, progress=False)
+    assert len(restored) == 1 and torch.equal(restored[0][0], fake_state[0])
 
 
 def test_checkpoint_bad_files(tmp_path):

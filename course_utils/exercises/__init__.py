@@ -1,0 +1,15 @@
+"""Checkers for the notebooks' exercises, one module per chapter (``ch0``, ``ch1``, ...).
+
+Each ``check_*`` function takes the learner's function, runs it on inputs with known answers, prints
+one line (a tick, what is wrong, or "not attempted yet") and returns True or False. It never raises,
+so a notebook with unfinished exercises still runs top to bottom. Notebooks call them as
+``exercises.check_euler_solve(...)``: every checker is available from this package directly.
+"""
+from .ch0 import *  # noqa: F401,F403
+from .ch0 import __all__ as _ch0
+from .ch1 import *  # noqa: F401,F403
+from .ch1 import __all__ as _ch1
+from .ch2 import *  # noqa: F401,F403
+from .ch2 import __all__ as _ch2
+
+__all__ = [*_ch0, *_ch1, *_ch2]

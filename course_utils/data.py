@@ -139,7 +139,8 @@ class GaussianMixture:
         """n exact samples, shape (n, D)."""
         check_positive_int("n", n)
         check_generator("generator", generator)
-        k = torch.multinomial(self.weights.cpu(), n, replacement=True, generator=generator)  # (n,)
+        where = generator.device if generator is not None else self.weights.device
+        k = torch.multinomial(self.weights.to(where), n, replacement=True, generator=generator)  # (n,)
         eps = randn((n, self.dim), like=self.means, generator=generator)
         k = k.to(self.means.device)
         return self.means[k] + (self._chol[k] @ eps[:, :, None]).squeeze(-1)

@@ -70,21 +70,13 @@ def _noised(x0, process, t, eps, t_min, generator):
     if t is None:
         t = process.sample_times(B, like=x0, t_min=t_min, generator=generator)
     else:
-        t = process.check_time(t, x0)
-        if t.shape != (B,):
-            raise ValueError(f"t must have shape (B,) = ({B},), got {tuple(t.shape)}")
+        t = process.check_time(t, x0)  # a scalar is repeated; anything else must have shape (B,)
         if (t <= t_min).any():
             raise ValueError(f"t must lie in (t_min, T] = ({t_min}, {process.T}], got values in "
                              f"[{t.min().item():.4g}, {t.max().item():.4g}]")
     eps = randn(x0.shape, like=x0, generator=generator) if eps is None else eps
     xt = process.perturb(x0, t, eps)  # x_t = alpha(t) x0 + sigma(t) eps, Eq. (1.4)
     return t, eps, xt
-
-
-def _as_batch_time(t, B):
-    if isinstance(t, torch.Tensor) and t.ndim != 1:
-        raise ValueError(f"t must have shape (B,) = ({B},), got {tuple(t.shape)}")
-    return t
 
 
 def dsm_loss(score_fn, x0: torch.Tensor, process: ForwardProcess, weighting="sigma2",
@@ -98,7 +90,7 @@ def dsm_loss(score_fn, x0: torch.Tensor, process: ForwardProcess, weighting="sig
     contribute on the same scale), ``"none"`` (lambda = 1), or a callable lambda(t) >= 0. Returns
     (B,), summed over data dimensions.
     """
-    t, eps, xt = _noised(x0, process, _as_batch_time(t, x0.shape[0]), eps, t_min, generator)
+    t, eps, xt = _noised(x0, process, t, eps, t_min, generator)
     sigma_t = process.sigma(t)
     if weighting == "sigma2":
         lam = sigma_t ** 2
@@ -120,5 +112,5 @@ def eps_loss(eps_fn, x0: torch.Tensor, process: ForwardProcess, t_min: float | N
     """Noise prediction (Ho et al. 2020): |eps_hat(x_t, t) - eps|^2, (B,). With s = -eps_hat / sigma this
     is exactly ``dsm_loss`` with the weighting lambda = sigma^2. With a ``DiscreteSchedule`` it is
     DDPM's L_simple: t = k / N with k uniform in 1..N."""
-    t, eps, xt = _noised(x0, process, _as_batch_time(t, x0.shape[0]), eps, t_min, generator)
+    t, eps, xt = _noised(x0, process, t, eps, t_min, generator)
     return ((_output("eps_fn", eps_fn(xt, t), x0) - eps).flatten(1) ** 2).sum(1)

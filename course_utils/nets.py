@@ -64,8 +64,9 @@ def sinusoidal_features(t: torch.Tensor, dim: int, max_period: float = 10_000.0,
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = scale * t.float()[:, None] * freqs[None]
+    dtype = torch.promote_types(t.dtype, torch.float32)  # half precision would alias neighbouring steps
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    args = scale * t.to(dtype)[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
@@ -79,7 +80,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = mlp(dim, dim, dim, 1)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(sinusoidal_features(t, self.dim, scale=self.scale))
+        features = sinusoidal_features(t, self.dim, scale=self.scale)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))  # the features in the network's own dtype
 
 
 def _check_cond(cond, n_classes, B, device):
@@ -107,8 +109,8 @@ class TimeMLP(nn.Module):
         check_tensor("x", x, ndim=2, last_dim=self.dim)
         if cond is not None:
             raise ValueError("TimeMLP takes no cond")
-        t = as_time(t, x)
-        return self.net(torch.cat([x, t[:, None]], dim=1))
+        t = as_time(t, x, allow_int=False)
+        return self.net(torch.cat([x, t[:, None].to(x.dtype)], dim=1))
 
 
 class ScoreMLP(nn.Module):
@@ -128,9 +130,7 @@ class ScoreMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=2, last_dim=self.dim)
-        if isinstance(t, torch.Tensor):
-            _check_continuous_time(t)
-        emb = self.time_embed(as_time(t, x))
+        emb = self.time_embed(as_time(t, x, allow_int=False))
         if cond is not None:
             emb = emb + self.class_embed(_check_cond(cond, self.n_classes, x.shape[0], x.device))
         return self.net(torch.cat([x, emb.to(x.dtype)], dim=1))

@@ -19,7 +19,7 @@ import math
 import torch
 from torchdiffeq import odeint
 
-from ._checks import check_positive_int, check_tensor
+from ._checks import check_generator, check_positive_int, check_tensor
 from .ode import ODE_ATOL, ODE_RTOL
 from .schedules import T_MIN, check_t_min
 from .sde import SDE, Trajectory, _score, drift_from_score, euler_maruyama
@@ -53,6 +53,11 @@ def reverse_time_grid(sde: SDE, n_steps: int, t_min: float = T_MIN) -> torch.Ten
     return torch.linspace(sde.T, t_min, n_steps + 1, dtype=torch.float64, device="cpu")
 
 
+def _check_sde(sde):
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a course_utils.sde.SDE (VPSDE, VESDE, OUSDE), got {type(sde).__name__}")
+
+
 def _check_x_T(x_T):
     check_tensor("x_T", x_T)
     if x_T.ndim < 2:
@@ -70,6 +75,7 @@ def reverse_sde_sample(sde: SDE, score_fn, x_T: torch.Tensor, *, n_steps: int = 
     Anderson's reverse SDE (Eq. 1.5), eta = 0 the probability-flow ODE by Euler's method (Eq. 1.6).
     ``score_fn(x, t)`` takes t as a (B,) floating tensor.
     """
+    _check_sde(sde)
     _check_x_T(x_T)
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and eta >= 0):
         raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
@@ -97,7 +103,9 @@ def naive_reverse_sample(sde: SDE, x_T: torch.Tensor, *, n_steps: int = 500, t_m
                          generator: torch.Generator | None = None, callback=None, return_path: bool = False):
     """The *wrong* reverse process of chapter 1, section 5: run dX = f dt + g dW with time decreasing,
     i.e. flip the sign of time and keep the forward coefficients (no score). It does not invert the
-    forward process; this function exists to show that. ``callback`` gets x0_hat = None."""
+    forward process; this function exists to show that. It has no model argument (it uses no score);
+    otherwise it has the samplers' signature. ``callback`` gets x0_hat = None."""
+    _check_sde(sde)
     _check_x_T(x_T)
     ts = reverse_time_grid(sde, n_steps, t_min)
 
@@ -113,20 +121,29 @@ def naive_reverse_sample(sde: SDE, x_T: torch.Tensor, *, n_steps: int = 500, t_m
 
 def probability_flow_sample(sde: SDE, score_fn, x_T: torch.Tensor, *, t_min: float = T_MIN,
                             method: str = "dopri5", n_steps: int | None = None, rtol: float = ODE_RTOL,
-                            atol: float = ODE_ATOL, callback=None, return_path: bool = False,
-                            n_saved: int = 11):
+                            atol: float = ODE_ATOL, generator: torch.Generator | None = None, callback=None,
+                            return_path: bool = False, n_saved: int = 11):
     """Integrate the probability-flow ODE dx/dt = f - 1/2 g^2 score from T down to t_min with torchdiffeq.
 
     An adaptive ``method`` (dopri5, ...) uses rtol/atol; a fixed-step method (euler, midpoint, rk4)
-    takes ``n_steps`` equal steps. ``callback`` is called at every evaluation of the velocity (for an
-    adaptive solver that includes its trial stages), with ``i`` counting evaluations. Returns x at
-    t_min, or with ``return_path`` a ``Trajectory`` of ``n_saved`` equally spaced snapshots.
+    takes exactly ``n_steps`` equal steps on ``reverse_time_grid(sde, n_steps, t_min)``. ``callback`` is
+    called at every evaluation of the velocity (for an adaptive solver that includes its trial
+    stages), with ``i`` counting evaluations. ``generator`` is accepted for the common sampler
+    signature and unused: the ODE draws nothing. Returns x at t_min, or with ``return_path`` a
+    ``Trajectory`` of ``n_saved`` equally spaced snapshots (between grid points of a fixed-step
+    method, torchdiffeq interpolates linearly).
     """
+    _check_sde(sde)
     _check_x_T(x_T)
+    check_generator("generator", generator)
     t_min = check_t_min(t_min, sde.T)
     if method in FIXED_STEP_METHODS:
         check_positive_int("n_steps", n_steps)
-        options = dict(step_size=(sde.T - t_min) / n_steps)
+
+        def grid(func, y0, t):  # exactly n_steps equal steps (a step_size can round up to one more);
+            # torchdiffeq hands over its own time axis (negated when time decreases): split that
+            return torch.linspace(t[0].item(), t[-1].item(), n_steps + 1, dtype=t.dtype, device=t.device)
+        options = dict(grid_constructor=grid)
     elif method in ADAPTIVE_METHODS:
         if n_steps is not None:
             raise ValueError(f"n_steps is for fixed-step methods {FIXED_STEP_METHODS}; method={method!r} "

@@ -18,7 +18,7 @@ import math
 import torch
 
 from ._checks import check_positive_int, check_tensor
-from .tensors import append_dims, as_time, rand, randint
+from .tensors import append_dims, as_time, rand, randint, time_dtype
 
 __all__ = ["T_MIN", "check_t_min", "ForwardProcess", "linear_betas", "cosine_betas", "alpha_bars",
            "DiscreteSchedule"]
@@ -36,8 +36,8 @@ def check_t_min(t_min, T: float) -> float:
 
 
 def _coef(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A (B,) time coefficient in x's dtype, broadcastable against x (B, *D)."""
-    return append_dims(c.to(x.dtype), x.ndim)
+    """A (B,) time coefficient on x's device and in x's dtype, broadcastable against x (B, *D)."""
+    return append_dims(c.to(device=x.device, dtype=x.dtype), x.ndim)
 
 
 class ForwardProcess:
@@ -74,11 +74,14 @@ class ForwardProcess:
     def sample_times(self, n: int, *, like: torch.Tensor, t_min: float | None = None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """n training times uniform in (t_min, T] (default t_min: ``self.t_min``), on ``like``'s
-        device and floating dtype."""
+        device, in ``tensors.time_dtype(like)``."""
         check_positive_int("n", n)
         t_min = check_t_min(self.t_min if t_min is None else t_min, self.T)
-        u = rand((n,), like=like, generator=generator)
-        return t_min + (self.T - t_min) * (1 - u)  # 1 - u lies in (0, 1]
+        u = rand((n,), like=like, generator=generator, dtype=time_dtype(like))
+        t = t_min + (self.T - t_min) * (1 - u)  # 1 - u lies in (0, 1]
+        # rounding may land exactly on t_min when u is near 1: keep the interval open at t_min
+        lo = torch.tensor(t_min, dtype=t.dtype, device="cpu")
+        return t.clamp(min=torch.nextafter(lo, lo + 1).item())
 
     def x0_from_eps(self, x: torch.Tensor, t, eps_hat: torch.Tensor) -> torch.Tensor:
         """The clean-data estimate implied by a noise prediction: (x_t - sigma eps_hat) / alpha."""
@@ -148,22 +151,24 @@ class DiscreteSchedule(ForwardProcess):
         # alpha_bar on the grid k = 0..N, k = 0 being clean data
         self._ab_grid = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars])
 
-    def time(self, index) -> torch.Tensor:
+    def time(self, index, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The continuous time of 0-based step index ``index`` (an int or an integer tensor):
-        t = (index + 1) / N; index -1 is t = 0 (clean data). Returns float32 on index's device."""
+        t = (index + 1) / N; index -1 is t = 0 (clean data). Returns ``dtype`` on index's device."""
         index = torch.as_tensor(index, device=index.device if isinstance(index, torch.Tensor) else "cpu")
         if index.is_floating_point() or index.dtype == torch.bool:
             raise TypeError(f"index must be an integer step index, got dtype {index.dtype}")
         if (index < -1).any() or (index >= self.N).any():
             raise ValueError(f"index must lie in [-1, N - 1] = [-1, {self.N - 1}], got values in "
                              f"[{index.min().item()}, {index.max().item()}]")
-        return (index + 1).to(torch.float32) / self.N
+        return ((index + 1).double() / self.N).to(dtype)
 
     def index(self, t) -> torch.Tensor:
         """The 0-based step index of grid time t (int64, on t's device); -1 for t = 0."""
         t = torch.as_tensor(t, device=t.device if isinstance(t, torch.Tensor) else "cpu")
         if not t.is_floating_point():
             raise TypeError(f"t must be continuous time (floating point), got dtype {t.dtype}")
+        if not torch.isfinite(t).all():
+            raise ValueError("t must be finite")
         k = torch.round(t.double() * self.N)
         if (t < 0).any() or (t > self.T * (1 + 1e-6)).any() or ((t.double() * self.N - k).abs() > 1e-3).any():
             raise ValueError(f"t must be a grid time k / N of this schedule (N = {self.N}, k = 0..N), got "
@@ -186,9 +191,12 @@ class DiscreteSchedule(ForwardProcess):
         """n grid times k / N with k uniform over the grid points in (t_min, 1] (default: k = 1..N)."""
         check_positive_int("n", n)
         t_min = check_t_min(self.t_min if t_min is None else t_min, self.T)
-        k_lo = math.floor(t_min * self.N) + 1  # the smallest k with k / N > t_min
+        dtype = time_dtype(like)
+        grid = self.time(torch.arange(-1, self.N, device="cpu"), dtype=dtype)  # t_k = k / N, k = 0..N, as returned
+        t_min_ = torch.tensor([t_min], dtype=dtype, device="cpu")
+        k_lo = int(torch.searchsorted(grid, t_min_, right=True))  # the first k with t_k > t_min
         k = randint(k_lo, self.N + 1, (n,), like=like, generator=generator)
-        return k.to(like.dtype if like.is_floating_point() else torch.float32) / self.N
+        return self.time(k - 1, dtype=dtype)
 
     def __repr__(self):
         return f"DiscreteSchedule(N={self.N}, beta in [{self.betas.min().item():.3g}, {self.betas.max().item():.3g}])"

@@ -206,6 +206,8 @@ def euler_maruyama(f, g, x0: torch.Tensor, ts, *, generator: torch.Generator | N
     if dW is not None and (not isinstance(dW, torch.Tensor) or dW.shape != (len(ts) - 1, *x0.shape)):
         got = tuple(dW.shape) if isinstance(dW, torch.Tensor) else type(dW).__name__
         raise ValueError(f"dW must have shape (len(ts) - 1, *x0.shape) = {(len(ts) - 1, *x0.shape)}, got {got}")
+    if dW is not None and dW.dtype != x0.dtype:
+        raise ValueError(f"dW must have x0's dtype {x0.dtype}, got {dW.dtype}")
     x = x0
     path = [x0] if return_path else None
     for k in range(len(ts) - 1):
@@ -221,7 +223,10 @@ def euler_maruyama(f, g, x0: torch.Tensor, ts, *, generator: torch.Generator | N
             gx = append_dims(gx, x.ndim)
         if callback is not None:
             callback(dict(i=k, t=t, x=x))
-        noise = dW[k] if dW is not None else math.sqrt(abs(h)) * randn(x.shape, like=x, generator=generator)
+        if dW is not None:
+            noise = dW[k].to(x.device)
+        else:
+            noise = math.sqrt(abs(h)) * randn(x.shape, like=x, generator=generator)
         x = x + drift * h + gx * noise
         if return_path:
             path.append(x)

@@ -2,10 +2,12 @@
 draws that follow the data's device and dtype.
 
 Random draws. A ``torch.Generator`` lives on one device; a CPU generator cannot draw a CUDA tensor.
-Every random number in ``course_utils`` is drawn by ``randn`` / ``rand`` / ``randint`` /
-``rademacher`` below: the numbers come from the generator's device (so a seeded CPU generator gives
-the same numbers whatever device the data is on) and are then moved to the device of ``like`` (the
-tensor the noise will be combined with). Without a generator they are drawn on that device directly.
+Every random number that ``course_utils`` combines with a caller's tensor (noise, training times,
+probes) is drawn by ``randn`` / ``rand`` / ``randint`` / ``rademacher`` below: the numbers come from
+the generator's device (so a seeded CPU generator gives the same numbers whatever device the data is
+on) and are then moved to the device of ``like`` (the tensor the noise will be combined with).
+Without a generator they are drawn on that device directly. (Data generators such as
+``data.toy_2d`` and the exercise checkers make their own CPU tensors.)
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 
 from ._checks import check_generator
 
-__all__ = ["append_dims", "as_time", "randn", "rand", "randint", "rademacher"]
+__all__ = ["append_dims", "time_dtype", "as_time", "randn", "rand", "randint", "rademacher"]
 
 
 def append_dims(c: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -28,26 +30,38 @@ def append_dims(c: torch.Tensor, ndim: int) -> torch.Tensor:
     return c[(...,) + (None,) * extra]
 
 
-def as_time(t, x: torch.Tensor, name: str = "t") -> torch.Tensor:
-    """Continuous time as a (B,) floating tensor on x's device, matching x's batch (B, *D).
+def time_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype times are kept in next to data x: x's floating dtype, but never below float32 (in
+    half or bfloat16 precision neighbouring DDPM times would coincide)."""
+    return torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float32
 
-    A Python number or a 0-d tensor is repeated over the batch. Integer tensors are refused: the
-    course's networks and processes take continuous time t in [0, T] (a DDPM step index is turned
-    into a time by ``schedules.DiscreteSchedule.time``).
+
+def as_time(t, x: torch.Tensor, name: str = "t", allow_int: bool = True) -> torch.Tensor:
+    """Continuous time as a finite (B,) floating tensor on x's device (dtype ``time_dtype(x)``),
+    matching x's batch (B, *D).
+
+    A Python number or a 0-d tensor is repeated over the batch. Integer tensors are refused (and
+    Python ints too with ``allow_int=False``, as networks do): the course's networks and processes
+    take continuous time t in [0, T]; a DDPM step index becomes a time in
+    ``schedules.DiscreteSchedule.time``.
     """
+    hint = "convert a DDPM step index with schedules.DiscreteSchedule.time(index)"
     if isinstance(t, torch.Tensor):
         if not t.is_floating_point():
-            raise TypeError(f"{name} must be continuous time (a floating-point tensor), got dtype {t.dtype}; "
-                            "convert a DDPM step index with DiscreteSchedule.time(index)")
-        t = t.to(device=x.device, dtype=x.dtype if x.is_floating_point() else t.dtype)
-    elif isinstance(t, (int, float)) and not isinstance(t, bool):
-        t = torch.tensor(float(t), dtype=x.dtype if x.is_floating_point() else torch.float32, device=x.device)
+            raise TypeError(f"{name} must be continuous time (a floating-point tensor), got dtype {t.dtype}; {hint}")
+        t = t.to(device=x.device, dtype=time_dtype(x))
+    elif isinstance(t, float) or (isinstance(t, int) and not isinstance(t, bool) and allow_int):
+        t = torch.tensor(float(t), dtype=time_dtype(x), device=x.device)
+    elif isinstance(t, int) and not isinstance(t, bool):
+        raise TypeError(f"{name} must be continuous time (a float), got the int {t}; {hint}")
     else:
         raise TypeError(f"{name} must be a float or a floating-point tensor, got {type(t).__name__}")
     if t.ndim == 0:
-        return t.expand(x.shape[0])
+        t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):
         raise ValueError(f"{name} must be a scalar or have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist() if t.numel() <= 8 else 'non-finite values'}")
     return t
 
 

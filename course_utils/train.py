@@ -48,7 +48,7 @@ def save_checkpoint(path: str, model: nn.Module, optimizer=None, ema: EMA | None
     """Save model (and optionally optimizer, EMA, step and plain-data extras) atomically to ``path``."""
     state = {"model": model.state_dict(), "step": int(step), "extra": extra,
              "rng": torch.get_rng_state()}
-    if torch.cuda.is_available():  # so that a GPU run resumes with the same CUDA random numbers
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # a GPU run resumes with the same CUDA draws
         state["cuda_rng"] = list(torch.cuda.get_rng_state_all())
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -127,7 +127,7 @@ def train(model: nn.Module, loss_fn, optimizer, n_steps: int, *, ema: EMA | None
             scheduler.load_state_dict(state["extra"]["scheduler"])
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            torch.cuda.set_rng_state_all(state["cuda_rng"][:torch.cuda.device_count()])
 
     def save(step):
         extra = {"losses": losses, "seconds": seconds + time.time() - t0}

@@ -51,6 +51,22 @@ def test_draws_follow_like_and_honour_a_cpu_generator(name):
         DRAWS[name]((3, 4), like=like_cpu, generator=0)
 
 
+def test_draws_are_made_on_the_generator_device_then_moved(monkeypatch):
+    """With a generator, numbers must be drawn where the generator lives (a CPU generator cannot fill a
+    CUDA tensor), then moved; without one, directly on the target device."""
+    devices = []
+    real = torch.randn
+
+    def recording_randn(*args, **kwargs):
+        devices.append(torch.device(kwargs["device"]))
+        return real(*args, **{**kwargs, "device": "cpu"})
+    monkeypatch.setattr(torch, "randn", recording_randn)
+    out = tensors.randn((3,), like=torch.empty(1, device="meta"), generator=torch.Generator().manual_seed(0))
+    assert devices == [torch.device("cpu")] and out.device.type == "meta"
+    tensors.randn((3,), like=torch.empty(1, device="meta"))
+    assert devices[-1] == torch.device("meta")
+
+
 def test_rademacher_values():
     v = tensors.rademacher((10_000,), generator=torch.Generator().manual_seed(2))
     assert set(v.unique().tolist()) == {-1.0, 1.0} and abs(v.mean().item()) < 0.04

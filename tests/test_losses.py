@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from course_utils.losses import dsm_loss, eps_loss, explicit_sm_loss, ssm_loss
-from course_utils.nets import ScoreMLP, TimeEmbedding, sinusoidal_features
+from course_utils.nets import ScoreMLP, TimeEmbedding, TimeMLP, sinusoidal_features
 from course_utils.sde import VESDE, VPSDE
 
 D64 = torch.float64
@@ -154,6 +154,12 @@ def test_nets_shapes_and_time_features():
     f = sinusoidal_features(torch.tensor([0.0, 0.5]), 8)
     assert f.shape == (2, 8) and torch.equal(f[0], torch.cat([torch.ones(4), torch.zeros(4)]))
     assert TimeEmbedding(16)(torch.rand(3)).shape == (3, 16)
+    # a float64 network gets float64 features; a float32 one float32, whatever t's dtype
+    double = ScoreMLP(2, 16, 1).double()
+    assert double(torch.randn(5, 2, dtype=D64), torch.rand(5, dtype=D64)).dtype == D64
+    assert net(x, torch.rand(5, dtype=D64)).dtype == torch.float32
+    half = ScoreMLP(2, 16, 1).to(torch.bfloat16)  # times stay float32; the features follow the network
+    assert half(torch.randn(5, 2).to(torch.bfloat16), torch.rand(5)).dtype == torch.bfloat16
 
 
 def test_losses_and_nets_bad_inputs():
@@ -173,8 +179,11 @@ def test_losses_and_nets_bad_inputs():
         eps_loss(lambda x, t: x, x0, sde, t=torch.full((4,), 1.5))
     with pytest.raises(ValueError, match="t must be a scalar or have shape \\(B,\\)"):
         dsm_loss(lambda x, t: x, x0, sde, t=torch.full((3,), 0.5))
-    with pytest.raises(ValueError, match="t must have shape \\(B,\\)"):
+    with pytest.raises(ValueError, match="t must be a scalar or have shape \\(B,\\)"):
         dsm_loss(lambda x, t: x, x0, sde, t=torch.full((4, 1), 0.5))
+    # a scalar time is repeated over the batch
+    torch.testing.assert_close(dsm_loss(lambda x, t: -x, x0, sde, t=torch.tensor(0.5), eps=x0),
+                               dsm_loss(lambda x, t: -x, x0, sde, t=torch.full((4,), 0.5), eps=x0))
     with pytest.raises(TypeError, match="t must be continuous time"):
         eps_loss(lambda x, t: x, x0, sde, t=torch.full((4,), 1))
     with pytest.raises(TypeError, match="process must be a schedules.ForwardProcess"):
@@ -202,6 +211,11 @@ def test_losses_and_nets_bad_inputs():
     with pytest.raises(ValueError, match="cond must be an int64 tensor"):
         labelled(torch.randn(4, 2), torch.rand(4), cond=torch.tensor([0.0, 1.0, 1.0, 2.0]))
     # networks take continuous time; a DDPM step index must be converted first
+    for bad in (999, 0):
+        with pytest.raises(TypeError, match="t must be continuous time \\(a float\\), got the int"):
+            net(torch.randn(4, 2), bad)
+        with pytest.raises(TypeError, match="got the int"):
+            TimeMLP(2, 8, 1)(torch.randn(4, 2), bad)
     for bad in (torch.tensor([0, 1, 2, 999]), torch.arange(4, dtype=torch.int32)):
         with pytest.raises(TypeError, match="t must be continuous time"):
             net(torch.randn(4, 2), bad)

@@ -87,6 +87,8 @@ def test_checkpoint_saves_and_restores_the_cuda_random_state(tmp_path, monkeypat
     fake_state = [torch.arange(8, dtype=torch.uint8)]
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: fake_state)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(states))
     model, opt = make()

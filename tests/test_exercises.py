@@ -4,6 +4,7 @@ import math
 import torch
 
 from course_utils import exercises as ex
+from course_utils.sde import VPSDE
 
 
 def euler_solve(f, z0, t0, t1, n_steps):
@@ -88,8 +89,15 @@ def ou_marginal(theta, s, x0, t):
     return x0 * math.exp(-theta * t), s ** 2 * (1 - math.exp(-2 * theta * t)) / (2 * theta)
 
 
-def vp_reverse_drift(x, beta, score):
-    return -0.5 * beta * x - beta * score
+def gaussian_flow(x_T, m, v, n_steps, lam=0.5):
+    vp = VPSDE()
+    ts = torch.linspace(1.0, 1e-3, n_steps + 1, dtype=torch.float64)
+    x = x_T
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        a, s = vp.alpha(t), vp.sigma(t)
+        score = -(x - a * m) / (a ** 2 * v + s ** 2)
+        x = x + (-0.5 * vp.beta(t) * x - lam * vp.beta(t) * score) * (t_next - t)
+    return x
 
 
 def stationary_log_density(x, g):
@@ -99,17 +107,19 @@ def stationary_log_density(x, g):
 def test_chapter1_checkers(capsys):
     assert ex.check_wiener_paths(wiener_paths)
     assert ex.check_ou_marginal(ou_marginal)
-    assert ex.check_vp_reverse_drift(vp_reverse_drift)
+    assert ex.check_gaussian_flow(gaussian_flow)
     assert ex.check_stationary_log_density(stationary_log_density)
     assert not ex.check_wiener_paths(lambda n, m, T, g: wiener_paths(n, m, T, g) * 2)  # variance 4h
     assert not ex.check_wiener_paths(  # uniform increments of the right variance: not Gaussian
         lambda n, m, T, g: torch.cat([torch.zeros(n, 1), (math.sqrt(3 * T / m) * (2 * torch.rand(n, m, generator=g) - 1)
                                                           ).cumsum(1)], 1))
     assert not ex.check_ou_marginal(lambda th, s, x0, t: (x0 * math.exp(-th * t), s ** 2 * t))  # Brownian variance
-    assert not ex.check_vp_reverse_drift(lambda x, beta, score: 0.5 * beta * x + beta * score)  # sign flipped
+    assert not ex.check_gaussian_flow(lambda x, m, v, n: gaussian_flow(x, m, v, n, lam=1.0))  # the SDE's drift
+    assert not ex.check_gaussian_flow(lambda x, m, v, n: gaussian_flow(x, m, v, n, lam=-0.5))  # score's sign
+    assert not ex.check_gaussian_flow(lambda x, m, v, n: gaussian_flow(x, m, v, 20))  # too few steps
     assert not ex.check_stationary_log_density(lambda x, g: -(x ** 4 / 4 - x ** 2 / 2))  # forgot 2 / g^2
     out = capsys.readouterr().out
-    assert out.count("✓") == 4 and out.count("✗") == 5
+    assert out.count("✓") == 4 and out.count("✗") == 7
 
 
 # chapter 2 -------------------------------------------------------------------------------------

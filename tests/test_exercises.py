@@ -110,6 +110,8 @@ def test_chapter1_checkers(capsys):
     assert ex.check_gaussian_flow(gaussian_flow)
     assert ex.check_stationary_log_density(stationary_log_density)
     assert not ex.check_wiener_paths(lambda n, m, T, g: wiener_paths(n, m, T, g) * 2)  # variance 4h
+    assert not ex.check_wiener_paths(  # an off-by-one step size: increments 2% too small in variance
+        lambda n, m, T, g: wiener_paths(n, m, T * m / (m + 1), g))
     assert not ex.check_wiener_paths(  # uniform increments of the right variance: not Gaussian
         lambda n, m, T, g: torch.cat([torch.zeros(n, 1), (math.sqrt(3 * T / m) * (2 * torch.rand(n, m, generator=g) - 1)
                                                           ).cumsum(1)], 1))
@@ -119,7 +121,7 @@ def test_chapter1_checkers(capsys):
     assert not ex.check_gaussian_flow(lambda x, m, v, n: gaussian_flow(x, m, v, 20))  # too few steps
     assert not ex.check_stationary_log_density(lambda x, g: -(x ** 4 / 4 - x ** 2 / 2))  # forgot 2 / g^2
     out = capsys.readouterr().out
-    assert out.count("✓") == 4 and out.count("✗") == 7
+    assert out.count("✓") == 4 and out.count("✗") == 8
 
 
 # chapter 2 -------------------------------------------------------------------------------------

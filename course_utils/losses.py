@@ -1,6 +1,9 @@
 """Score-matching losses (chapters 2-3). Each returns one value per example, shape (B,).
 
-* ``explicit_sm_loss``: Hyvarinen's objective tr(grad s) + 1/2 |s|^2, exact Jacobian trace (low D).
+* ``explicit_sm_loss``: the Fisher divergence itself, 1/2 |s - grad log p|^2, when the true score is known
+  (explicit score matching: a reference, since real data has no known score).
+* ``implicit_sm_loss``: Hyvarinen's objective tr(grad s) + 1/2 |s|^2 (implicit score matching: the same
+  minimiser without the true score), exact Jacobian trace (low D).
 * ``ssm_loss``: sliced score matching, v^T (grad s) v + 1/2 (v^T s)^2 (or + 1/2 |s|^2, "variance reduced").
 * ``dsm_loss``: denoising score matching over a forward process, lambda(t) |s(x_t, t) + eps / sigma(t)|^2.
 * ``eps_loss``: the same objective written for a noise predictor, |eps_hat(x_t, t) - eps|^2.
@@ -19,7 +22,7 @@ from .ode import jacobian_trace, sample_probe, vjp_trace
 from .schedules import ForwardProcess, check_t_min
 from .tensors import append_dims, randn
 
-__all__ = ["explicit_sm_loss", "ssm_loss", "dsm_loss", "eps_loss"]
+__all__ = ["explicit_sm_loss", "implicit_sm_loss", "ssm_loss", "dsm_loss", "eps_loss"]
 
 
 def _output(name, out, x):
@@ -29,9 +32,18 @@ def _output(name, out, x):
     return out
 
 
-def explicit_sm_loss(score_fn, x: torch.Tensor) -> torch.Tensor:
-    """Hyvarinen (2005): J(s) = E[tr(grad_x s(x)) + 1/2 |s(x)|^2], equal to the Fisher divergence
-    1/2 E|s - grad log p|^2 up to a constant (integration by parts). x (B, D) -> (B,)."""
+def explicit_sm_loss(score_fn, x: torch.Tensor, true_score_fn) -> torch.Tensor:
+    """Explicit score matching: the Fisher divergence's integrand 1/2 |s(x) - grad log p(x)|^2, which needs
+    the true score ``true_score_fn`` (known here only for the course's exact mixtures). x (B, D) -> (B,)."""
+    check_tensor("x", x, ndim=2)
+    s = _output("score_fn", score_fn(x), x)
+    return 0.5 * ((s - _output("true_score_fn", true_score_fn(x), x)) ** 2).sum(1)
+
+
+def implicit_sm_loss(score_fn, x: torch.Tensor) -> torch.Tensor:
+    """Implicit score matching (Hyvarinen 2005): J(s) = E[tr(grad_x s(x)) + 1/2 |s(x)|^2], equal to the
+    Fisher divergence 1/2 E|s - grad log p|^2 up to a constant (integration by parts), without the
+    true score. x (B, D) -> (B,)."""
     check_tensor("x", x, ndim=2)
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():

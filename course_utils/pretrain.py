@@ -1,6 +1,7 @@
 """Regenerate the course's shipped checkpoints, deterministically from a seed.
 
-    python -m course_utils.pretrain cnf_gmm            # chapter 0's FFJORD model (about 4 min on 2 CPU cores)
+    python -m course_utils.pretrain cnf_gmm            # chapter 0's CNF, exact trace (about 4 min on 2 CPU cores)
+    python -m course_utils.pretrain cnf_gmm_hutchinson # the same trained with FFJORD's Rademacher probes
     python -m course_utils.pretrain cnf_gmm --out /tmp/x.pt --iters 50
 
 Each entry records its configuration, the number of iterations and the training time in the
@@ -19,11 +20,14 @@ from .data import example_mixture
 from .nets import CNF, TimeMLP
 from .train import load_checkpoint, save_checkpoint, train
 
-__all__ = ["CNF_GMM_CONFIG", "make_cnf", "pretrain_cnf_gmm", "load_pretrained", "checkpoint_path"]
+__all__ = ["CNF_GMM_CONFIG", "CNF_GMM_HUTCHINSON_CONFIG", "make_cnf", "pretrain_cnf_gmm", "pretrain_cnf_gmm_hutchinson",
+           "load_pretrained", "checkpoint_path"]
 
 # Chapter 0: a CNF (FFJORD with the exact trace: D = 2) on the course's 2-D Gaussian mixture.
 CNF_GMM_CONFIG = dict(hidden=64, n_layers=3, T=1.0, rtol=1e-4, atol=1e-4, iters=1500, batch=512,
-                      lr=3e-3, seed=0)
+                      lr=3e-3, seed=0, divergence="exact")
+# The same model trained as FFJORD trains it: Hutchinson's estimator with one Rademacher probe per example.
+CNF_GMM_HUTCHINSON_CONFIG = dict(CNF_GMM_CONFIG, divergence="hutchinson")
 
 
 def checkpoint_path(name: str) -> str:
@@ -32,13 +36,14 @@ def checkpoint_path(name: str) -> str:
 
 def make_cnf(config: dict) -> CNF:
     """The chapter-0 CNF with a TimeMLP velocity field, as described by ``config``."""
-    return CNF(TimeMLP(2, config["hidden"], config["n_layers"]), T=config["T"], divergence="exact",
-               rtol=config["rtol"], atol=config["atol"])
+    return CNF(TimeMLP(2, config["hidden"], config["n_layers"]), T=config["T"],
+               divergence=config.get("divergence", "exact"), rtol=config["rtol"], atol=config["atol"])
 
 
-def pretrain_cnf_gmm(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+def pretrain_cnf_gmm(path: str | None = None, iters: int | None = None, progress: bool = True,
+                     config: dict | None = None, name: str = "cnf_gmm") -> dict:
     """Train the chapter-0 CNF by maximum likelihood (Adam, cosine learning rate) and save it."""
-    config = dict(CNF_GMM_CONFIG)
+    config = dict(CNF_GMM_CONFIG if config is None else config)
     if iters is not None:
         config["iters"] = iters
     seed_everything(config["seed"])
@@ -50,15 +55,21 @@ def pretrain_cnf_gmm(path: str | None = None, iters: int | None = None, progress
     def nll(step):  # draws from the global generator, so a resumed run continues identically
         return -cnf.log_prob(target.sample(config["batch"])).mean()
 
-    out = train(cnf, nll, opt, config["iters"], scheduler=sched, progress=progress, desc="CNF (FFJORD)")
-    path = path or checkpoint_path("cnf_gmm")
+    out = train(cnf, nll, opt, config["iters"], scheduler=sched, progress=progress,
+                desc=f"CNF ({config['divergence']} trace)")
+    path = path or checkpoint_path(name)
     # store the model only (small): the optimizer is not needed to use it
     save_checkpoint(path, cnf, step=config["iters"], config=config, losses=out["losses"],
                     seconds=out["seconds"], torch_version=str(torch.__version__))
     return {"path": path, "seconds": out["seconds"], "final_loss": out["losses"][-1]}
 
 
-_BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm)}
+def pretrain_cnf_gmm_hutchinson(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The chapter-0 CNF trained with Hutchinson's estimator (FFJORD's way) and saved."""
+    return pretrain_cnf_gmm(path, iters, progress, config=CNF_GMM_HUTCHINSON_CONFIG, name="cnf_gmm_hutchinson")
+
+
+_BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm), "cnf_gmm_hutchinson": (make_cnf, pretrain_cnf_gmm_hutchinson)}
 
 
 def load_pretrained(name: str, path: str | None = None):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.losses import dsm_loss, eps_loss, explicit_sm_loss, ssm_loss
+from course_utils.losses import dsm_loss, eps_loss, explicit_sm_loss, implicit_sm_loss, ssm_loss
 from course_utils.nets import ScoreMLP, TimeEmbedding, TimeMLP, sinusoidal_features
 from course_utils.sde import VESDE, VPSDE
 
@@ -29,7 +29,7 @@ def perturbed(delta):
 
 def test_explicit_sm_value_at_the_true_score_is_closed_form():
     # J(s*) = E[tr grad s* + |s*|^2 / 2] = -tr(Sigma^-1) + tr(Sigma^-1) / 2 = -tr(Sigma^-1) / 2
-    vals = explicit_sm_loss(true_score, gaussian_data(100_000))
+    vals = implicit_sm_loss(true_score, gaussian_data(100_000))
     se = vals.std().item() / math.sqrt(len(vals))
     assert abs(vals.mean().item() + 0.5 * PREC.trace().item()) < 4 * se
 
@@ -41,7 +41,7 @@ def test_true_score_minimises_static_losses(loss):
     def value(score_fn):
         g = torch.Generator().manual_seed(2)  # the same projections for every candidate
         if loss == "explicit":
-            return explicit_sm_loss(score_fn, x).mean().item()
+            return implicit_sm_loss(score_fn, x).mean().item()
         kind = "rademacher" if loss == "ssm-rademacher" else "gaussian"
         return ssm_loss(score_fn, x, kind=kind, variance_reduced=loss == "ssm-vr", generator=g).mean().item()
     best = value(true_score)
@@ -53,7 +53,7 @@ def test_sliced_and_explicit_agree_in_expectation():
     torch.manual_seed(3)
     net = nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 3)).double()
     x = torch.randn(5, 3, dtype=D64)
-    exact = explicit_sm_loss(net, x)
+    exact = implicit_sm_loss(net, x)
     for kind in ["gaussian", "rademacher"]:
         for vr in (False, True):
             g = torch.Generator().manual_seed(4)
@@ -140,8 +140,8 @@ def test_losses_return_one_value_per_example_and_train():
     assert dsm_loss(net, x0, sde).shape == (10,)
     assert eps_loss(net, x0, sde).shape == (10,)
     static = nn.Linear(2, 2)
-    assert explicit_sm_loss(static, x0).shape == (10,) and ssm_loss(static, x0).shape == (10,)
-    explicit_sm_loss(static, x0).mean().backward()  # differentiable w.r.t. parameters
+    assert implicit_sm_loss(static, x0).shape == (10,) and ssm_loss(static, x0).shape == (10,)
+    implicit_sm_loss(static, x0).mean().backward()  # differentiable w.r.t. parameters
     assert static.weight.grad is not None
 
 
@@ -193,7 +193,7 @@ def test_losses_and_nets_bad_inputs():
     with pytest.raises(ValueError, match="t_min must lie in"):
         dsm_loss(lambda x, t: x, x0, sde, t_min=2.0)
     with pytest.raises(ValueError, match="score_fn must return the shape"):
-        explicit_sm_loss(lambda x: x[:, :1], x0)
+        implicit_sm_loss(lambda x: x[:, :1], x0)
     with pytest.raises(ValueError, match="kind must be"):
         ssm_loss(lambda x: x, x0, kind="uniform")
     net = ScoreMLP(2, 16, 1)
@@ -223,3 +223,20 @@ def test_losses_and_nets_bad_inputs():
             TimeEmbedding(16)(bad)
     with pytest.raises(ValueError, match="dim must be even"):
         sinusoidal_features(torch.rand(3), 7)
+
+
+def test_implicit_and_explicit_score_matching_differ_by_a_constant():
+    """J(s) - F(s) does not depend on s (Hyvarinen's integration by parts): the same constant for two
+    different scores, on the same samples, within Monte Carlo error."""
+    x = gaussian_data(200_000, seed=11)
+    diffs = []
+    for delta in (0.0, 0.3):
+        f = perturbed(delta)
+        J = implicit_sm_loss(f, x).detach()
+        F = explicit_sm_loss(f, x, true_score).detach()
+        diffs.append(J - F)
+    gap = (diffs[1] - diffs[0]).mean().item()
+    se = (diffs[1] - diffs[0]).std().item() / math.sqrt(len(x))
+    assert abs(gap) < 4 * se
+    assert explicit_sm_loss(perturbed(0.3), x, true_score).mean() > 0.01  # and F itself is not constant
+    assert explicit_sm_loss(true_score, x, true_score).abs().max() == 0

@@ -14,6 +14,13 @@ def euler_solve(f, z0, t0, t1, n_steps):
     return z
 
 
+def _euler_from_zero(f, z0, t0, t1, n_steps):  # a common slip: step times k h, forgetting t0
+    z, h = z0, (t1 - t0) / n_steps
+    for i in range(n_steps):
+        z = z + h * f(i * h, z)
+    return z
+
+
 def midpoint_solve(f, z0, t0, t1, n_steps):  # second order: not Euler
     z, h = z0, (t1 - t0) / n_steps
     for i in range(n_steps):
@@ -60,6 +67,7 @@ def test_checkers_accept_solutions(capsys):
 
 def test_checkers_reject_wrong_answers(capsys):
     assert not ex.check_euler_solve(midpoint_solve)
+    assert not ex.check_euler_solve(_euler_from_zero)  # forgot t0: evaluates f at k h instead of t0 + k h
     assert not ex.check_tanh_divergence(lambda W, b, x: (1 - torch.tanh(x @ W.T + b) ** 2).sum(1))
     assert not ex.check_affine_flow_log_prob(  # forgot the log-determinant
         lambda x, A, b: affine_flow_log_prob(x, A, b) + torch.linalg.slogdet(A)[1])
@@ -69,7 +77,7 @@ def test_checkers_reject_wrong_answers(capsys):
         lambda matvec, D, n, g: hutchinson_trace(matvec, D, 1, g))
     assert not ex.check_adjoint_state(lambda theta, z0, T, t: z0 * math.exp(theta * t))  # z(t), not a(t)
     out = capsys.readouterr().out
-    assert out.count("✗") == 7 and "✓" not in out
+    assert out.count("✗") == 8 and "✓" not in out
 
 
 def test_checkers_report_unattempted_and_crashing_answers(capsys):

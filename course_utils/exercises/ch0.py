@@ -21,12 +21,18 @@ __all__ = [
 def check_euler_solve(euler_solve):
     """Exercise 0.1: ``euler_solve(f, z0, t0, t1, n_steps)`` with f(t, z), returning z(t1)."""
     A = torch.tensor([[-0.1, 2.0], [-2.0, -0.1]], dtype=torch.float64)
-    f = lambda t, z: z @ A.T  # noqa: E731
+    # a time-dependent field started at t0 != 0, so that the step times t0 + k h matter:
+    # dz/dt = (1 + t) A z has z(t1) = exp(A (s(t1) - s(t0))) z(t0) with s(t) = t + t^2 / 2
+    f = lambda t, z: (1.0 + t) * (z @ A.T)  # noqa: E731
     z0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    _close(euler_solve(f, z0, 0.0, 0.5, 1), z0 + 0.5 * f(0.0, z0), "one step of size h = 0.5")
-    exact = z0 @ torch.linalg.matrix_exp(A.T)
-    e1 = (euler_solve(f, z0, 0.0, 1.0, 400) - exact).abs().max().item()
-    e2 = (euler_solve(f, z0, 0.0, 1.0, 800) - exact).abs().max().item()
+    t0, t1 = 0.5, 1.5
+    _close(euler_solve(f, z0, t0, t0 + 0.25, 1), z0 + 0.25 * f(t0, z0), "one step of size h = 0.25 from t0 = 0.5")
+    _close(euler_solve(f, z0, t0, t0 + 0.5, 2), (z0 + 0.25 * f(t0, z0)) + 0.25 * f(t0 + 0.25, z0 + 0.25 * f(t0, z0)),
+           "two steps from t0 = 0.5 (the second at t0 + h)")
+    s = lambda t: t + t ** 2 / 2  # noqa: E731
+    exact = z0 @ torch.linalg.matrix_exp(A.T * (s(t1) - s(t0)))
+    e1 = (euler_solve(f, z0, t0, t1, 400) - exact).abs().max().item()
+    e2 = (euler_solve(f, z0, t0, t1, 800) - exact).abs().max().item()
     if not 1.8 < e1 / e2 < 2.2:
         raise _Wrong(f"halving h should halve the error of Euler's method, but it divided it by {e1 / e2:.2f}")
     return f"one step is exact, and the error halves with h (ratio {e1 / e2:.2f}): first order."

@@ -110,4 +110,14 @@ def check_adjoint_state(adjoint_state):
             L = 0.5 * (zt * math.exp(theta * (T - t))) ** 2
             want = torch.autograd.grad(L, zt)[0]
             _close(adjoint_state(theta, z0, T, t), want, f"a(t) at theta={theta}, z0={z0}, T={T}, t={t}")
-    return "matches dL/dz(t) at the start, middle and end of the interval."
+        # the gradient of (0.3): dL/dtheta = int_0^T a(t) df/dtheta dt with df/dtheta = z(t), by Simpson's rule
+        ts = torch.linspace(0.0, T, 201, dtype=torch.float64)
+        a = torch.tensor([float(adjoint_state(theta, z0, T, t)) for t in ts.tolist()], dtype=torch.float64)
+        integrand = a * z0 * torch.exp(theta * ts)
+        w = torch.ones(201, dtype=torch.float64)
+        w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+        integral = (w * integrand).sum().item() * (T / 200) / 3
+        z_T = z0 * math.exp(theta * T)
+        _close(integral, T * z_T ** 2, f"int_0^T a(t) z(t) dt at theta={theta}, z0={z0}, T={T}", rtol=1e-6)
+    return ("matches dL/dz(t) at the start, middle and end of the interval, and int_0^T a z dt = T z(T)^2 "
+            "= dL/dtheta.")

@@ -9,7 +9,7 @@ from ._common import _checker, _close, _Wrong
 
 __all__ = [
     "check_fisher_divergence_1d",
-    "check_ssm_one_projection",
+    "check_dsm_linear_minimiser",
     "check_tweedie_denoise",
 ]
 
@@ -31,18 +31,23 @@ def check_fisher_divergence_1d(fisher_divergence_1d):
 
 
 @_checker
-def check_ssm_one_projection(ssm_one_projection):
-    """Exercise 2.2: ``ssm_one_projection(score_fn, x, v)`` = v^T (grad s) v + 1/2 (v^T s)^2 per example."""
-    from ..losses import ssm_loss
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3)).double()
-    x = torch.randn(8, 3, dtype=torch.float64)
-    g = torch.Generator().manual_seed(7)
-    want = ssm_loss(net, x, kind="gaussian", generator=g)
-    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)  # the same probe
-    got = ssm_one_projection(net, x, v)
-    _close(torch.as_tensor(got).detach(), want.detach(), "per-example sliced score-matching loss")
-    return "matches course_utils.losses.ssm_loss with the same projection."
+def check_dsm_linear_minimiser(dsm_linear_minimiser):
+    """Exercise 2.2: ``dsm_linear_minimiser(m, v, sigma)`` -> (a, b): the minimiser of the DSM objective
+    E|a x~ + b + eps / sigma|^2, x~ = x + sigma eps, x ~ N(m, v), over linear models s(x~) = a x~ + b."""
+    g = torch.Generator().manual_seed(5)
+    for m, v, sigma in [(1.0, 0.5, 0.3), (-2.0, 2.0, 1.0)]:
+        a, b = (float(c) for c in dsm_linear_minimiser(m, v, sigma))
+        # the DSM objective itself, sampled: its least-squares fit over (a, b) on a million pairs
+        x = m + math.sqrt(v) * torch.randn(1_000_000, generator=g, dtype=torch.float64)
+        eps = torch.randn(1_000_000, generator=g, dtype=torch.float64)
+        x_tilde, target = x + sigma * eps, -eps / sigma
+        design = torch.stack([x_tilde, torch.ones_like(x_tilde)], 1)
+        fit = torch.linalg.lstsq(design, target[:, None]).solution.flatten()
+        _close([a, b], fit, f"(a, b) against the sampled DSM objective's least-squares fit at m={m}, v={v}, "
+               f"sigma={sigma}", atol=2e-2 / sigma, rtol=2e-2)
+        _close([a, b], [-1 / (v + sigma ** 2), m / (v + sigma ** 2)],
+               "(a, b) against the score of the noised data N(m, v + sigma^2)", atol=1e-9, rtol=1e-9)
+    return "DSM's minimiser is the score of N(m, v + sigma^2): the noised data, not the clean data."
 
 
 @_checker

@@ -146,7 +146,14 @@ def tweedie_denoise(xt, score, alpha, sigma):
     return (xt + sigma ** 2 * score) / alpha
 
 
+def dsm_floor(v, alpha, sigma, lam):
+    return lam * alpha ** 2 * v / (sigma ** 2 * (alpha ** 2 * v + sigma ** 2))
+
+
 def test_chapter2_checkers(capsys):
+    assert ex.check_dsm_floor(dsm_floor)
+    assert not ex.check_dsm_floor(lambda v, a, s, lam: a ** 2 * v / (s ** 2 * (a ** 2 * v + s ** 2)))  # ignores lam
+    assert not ex.check_dsm_floor(lambda v, a, s, lam: lam / s ** 2)  # the noise alone: forgets what x_t predicts
     assert ex.check_fisher_divergence_1d(fisher_divergence_1d)
     assert ex.check_dsm_linear_minimiser(dsm_linear_minimiser)
     assert ex.check_tweedie_denoise(tweedie_denoise)
@@ -154,4 +161,4 @@ def test_chapter2_checkers(capsys):
     assert not ex.check_dsm_linear_minimiser(lambda m, v, s: (-1 / v, m / v))  # the clean data's score
     assert not ex.check_tweedie_denoise(lambda xt, score, alpha, sigma: xt + sigma ** 2 * score)  # forgot 1/alpha
     out = capsys.readouterr().out
-    assert out.count("✓") == 3 and out.count("✗") == 3
+    assert out.count("✓") == 4 and out.count("✗") == 5

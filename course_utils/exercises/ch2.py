@@ -11,6 +11,7 @@ __all__ = [
     "check_fisher_divergence_1d",
     "check_dsm_linear_minimiser",
     "check_tweedie_denoise",
+    "check_dsm_floor",
 ]
 
 
@@ -64,3 +65,31 @@ def check_tweedie_denoise(tweedie_denoise):
         want = mu + (xt - alpha * mu) @ torch.linalg.inv(cov_t) @ (alpha * cov)
         _close(tweedie_denoise(xt, score, alpha, sigma), want, f"E[x0 | xt] at alpha={alpha}, sigma={sigma}")
     return "equals the Gaussian posterior mean: the score is a denoiser."
+
+
+@_checker
+def check_dsm_floor(dsm_floor):
+    """Exercise 2.4: ``dsm_floor(v, alpha, sigma, lam)`` = lam E[(-eps / sigma - d/dx log p_t(x_t))^2], the
+    DSM loss of the exact score at one time, for 1-D data N(0, v) and x_t = alpha x0 + sigma eps."""
+    g = torch.Generator().manual_seed(6)
+    for v, alpha, sigma in [(1.0, 0.999, 0.01), (0.5, 0.8, 0.6), (2.0, 0.05, 0.999)]:
+        x0 = math.sqrt(v) * torch.randn(1_000_000, generator=g, dtype=torch.float64)
+        eps = torch.randn(1_000_000, generator=g, dtype=torch.float64)
+        xt = alpha * x0 + sigma * eps
+        per_example = (-eps / sigma + xt / (alpha ** 2 * v + sigma ** 2)) ** 2  # the exact score of N(0, a^2 v + s^2)
+        for lam, lam_name in [(1.0, "lambda = 1"), (sigma ** 2, "lambda = sigma^2")]:
+            mc = lam * per_example
+            se = mc.std().item() / math.sqrt(len(mc))
+            got = float(dsm_floor(v, alpha, sigma, lam))
+            if abs(got - mc.mean().item()) > 5 * se + 1e-12:
+                raise _Wrong(f"at v={v}, alpha={alpha}, sigma={sigma}, {lam_name}: you give {got:.5g}, a Monte "
+                             f"Carlo estimate of the exact score's DSM loss is {mc.mean():.5g} +- {se:.2g}")
+    from ..sde import VPSDE
+    vp = VPSDE()
+    t = torch.tensor([1e-3, 1.0], dtype=torch.float64)
+    a, s = vp.alpha(t), vp.sigma(t)
+    plain = [float(dsm_floor(1.0, a[k].item(), s[k].item(), 1.0)) for k in range(2)]
+    weighted = [float(dsm_floor(1.0, a[k].item(), s[k].item(), s[k].item() ** 2)) for k in range(2)]
+    return (f"matches Monte Carlo. For unit-variance data under the VP SDE the floor at t = 0.001 and t = 1 is "
+            f"{plain[0]:.3g} and {plain[1]:.2g} with lambda = 1, {weighted[0]:.3g} and {weighted[1]:.2g} with "
+            f"lambda = sigma^2.")

@@ -1,4 +1,5 @@
-"""Data for the course: named 2-D point clouds and Gaussian mixtures with exact densities and scores.
+"""Data for the course: named 2-D point clouds, Gaussian mixtures with exact densities and scores, and
+handwritten digits (chapter 3 on).
 
 ``GaussianMixture`` is the course's "known answer": its density, its score and the exact law of
 its noised version ``alpha * X + sigma * eps`` are all closed forms, so every sampler in chapters
@@ -13,7 +14,7 @@ import torch
 from ._checks import check_generator, check_positive_int, check_tensor
 from .tensors import randn
 
-__all__ = ["toy_2d", "TOY_2D_NAMES", "GaussianMixture", "example_mixture"]
+__all__ = ["toy_2d", "TOY_2D_NAMES", "GaussianMixture", "example_mixture", "digits", "DIGITS_HELD_OUT_PER_CLASS"]
 
 
 def _randn(n, d, generator, dtype=torch.float32):
@@ -207,3 +208,39 @@ def example_mixture(dtype: torch.dtype = torch.float32) -> GaussianMixture:
     weights = [0.5, 0.3, 0.2]
     return GaussianMixture(torch.tensor(means, dtype=dtype), torch.tensor(covs, dtype=dtype),
                            torch.tensor(weights, dtype=dtype))
+
+
+DIGITS_HELD_OUT_PER_CLASS = 36
+"""Held-out digits per class: 360 of scikit-learn's 1797 (20%), the same ones on every machine."""
+
+
+def digits(split: str = "train", size: int = 8, dtype: torch.dtype = torch.float32):
+    """scikit-learn's 8x8 handwritten digits (1797 images of 0-9, shipped inside that package: no
+    download), scaled from their 17 grey levels 0..16 to [-1, 1]. Returns ``(images, labels)``:
+    images (N, 1, size, size) and int64 labels (N,).
+
+    ``split``: "train" (1437 images), "test" (the 360 held out, 36 per class, chosen once by a fixed
+    seed and stratified by class, the same on every machine) or "all". ``size`` 8 is the data as
+    drawn; 16 upsamples bilinearly (the images look smoother; the content is the same).
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if size not in (8, 16):
+        raise ValueError(f"size must be 8 (the data as drawn) or 16 (upsampled), got {size!r}")
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError("digits() needs scikit-learn (pip install scikit-learn), which ships the images") from err
+    raw = load_digits()
+    images = torch.tensor(raw.images, dtype=torch.float64)[:, None] / 8.0 - 1.0  # 0..16 -> [-1, 1]
+    labels = torch.tensor(raw.target, dtype=torch.int64)
+    g = torch.Generator().manual_seed(1797)
+    held_out = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(10):
+        members = torch.nonzero(labels == c).flatten()
+        held_out[members[torch.randperm(len(members), generator=g)[:DIGITS_HELD_OUT_PER_CLASS]]] = True
+    keep = {"train": ~held_out, "test": held_out, "all": torch.ones_like(held_out)}[split]
+    images, labels = images[keep], labels[keep]
+    if size == 16:
+        images = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False)
+    return images.to(dtype), labels

@@ -4,6 +4,10 @@ A two-sample distance between two finite samples is never zero, even when both c
 distribution: it has a *noise floor*. A single value between samples of a few thousand points also
 varies by a factor of 2-4 from draw to draw, so compare averages over several independent draws
 (``distance_ratio``) or statistics with known standard errors (``mode_weights``, mean log-density).
+
+For images (chapter 3 on): ``frechet_distance`` between two sets of feature vectors (the Frechet
+distance of Gaussians fitted to them; FID when the features are Inception's, here the course's digits
+classifier's), and ``classifier_report`` (predicted-class frequencies and mean confidence).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from ._checks import check_generator, check_positive_int, check_tensor
 from .tensors import randn
 
 __all__ = ["energy_distance", "sliced_wasserstein", "noise_floor", "distance_ratio", "mode_weights",
-           "sample_quality"]
+           "sample_quality", "gaussian_frechet", "frechet_distance", "classifier_report"]
 
 
 def _pair(x, y):
@@ -117,3 +121,51 @@ def sample_quality(x: torch.Tensor, mixture, reference_logp: float, chunk: int =
     ratio = distance_ratio(list(x.split(chunk)), mixture.sample, generator=generator)[0]
     dw = (mode_weights(x, mixture) - mixture.weights.double()).abs().max().item()
     return ratio, dw, mixture.log_prob(x).mean().item() - reference_logp
+
+
+def gaussian_frechet(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> float:
+    """The Frechet (2-Wasserstein squared) distance between N(mu1, cov1) and N(mu2, cov2):
+    |mu1 - mu2|^2 + tr(cov1 + cov2 - 2 (cov1^(1/2) cov2 cov1^(1/2))^(1/2)), in float64 through symmetric
+    eigendecompositions (no complex matrix square roots)."""
+    mu1, mu2, cov1, cov2 = (torch.as_tensor(a, dtype=torch.float64) for a in (mu1, mu2, cov1, cov2))
+    d = mu1.shape[-1]
+    if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise ValueError(f"need means (d,) and covariances (d, d) of one d, got {tuple(mu1.shape)}, "
+                         f"{tuple(cov1.shape)}, "
+                         f"{tuple(mu2.shape)}, {tuple(cov2.shape)}")
+    w, q = torch.linalg.eigh((cov1 + cov1.T) / 2)
+    root1 = (q * w.clamp(min=0).sqrt()) @ q.T                      # cov1^(1/2)
+    inner = root1 @ cov2 @ root1
+    cross = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()  # tr (cov1^1/2 cov2 cov1^1/2)^1/2
+    return ((mu1 - mu2).pow(2).sum() + cov1.trace() + cov2.trace() - 2 * cross).item()
+
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted (mean, covariance) to two sets of feature vectors
+    (n, d). It shrinks as n grows (the covariance estimates' noise inflates it), so compare models only
+    at equal n, against the floor of two real sets of that n."""
+    for name, f in (("feats_a", feats_a), ("feats_b", feats_b)):
+        check_tensor(name, f, ndim=2)
+        if f.shape[0] < 2:
+            raise ValueError(f"{name} needs at least 2 rows to estimate a covariance, got {f.shape[0]}")
+    if feats_a.shape[1] != feats_b.shape[1]:
+        raise ValueError(f"feature dimensions differ: {feats_a.shape[1]} and {feats_b.shape[1]}")
+    a, b = feats_a.double(), feats_b.double()
+    return gaussian_frechet(a.mean(0), torch.cov(a.T), b.mean(0), torch.cov(b.T))
+
+
+@torch.no_grad()
+def classifier_report(images: torch.Tensor, classifier, batch: int = 1000) -> dict:
+    """What a classifier makes of a set of images: ``features`` (for ``frechet_distance``),
+    ``freqs`` (fraction predicted as each class), ``confidence`` (mean max-probability) and
+    ``labels`` (the predicted classes)."""
+    check_tensor("images", images, ndim=4)
+    feats, probs = [], []
+    for i in range(0, len(images), batch):
+        f = classifier.features(images[i:i + batch])
+        feats.append(f)
+        probs.append(classifier.head(f).softmax(1))
+    feats, probs = torch.cat(feats), torch.cat(probs)
+    labels = probs.argmax(1)
+    return dict(features=feats, labels=labels, confidence=probs.max(1).values.mean().item(),
+                freqs=torch.bincount(labels, minlength=probs.shape[1]).double() / len(labels))

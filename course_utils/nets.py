@@ -12,6 +12,11 @@ network unconverted. The sinusoidal features multiply t by ``TIME_SCALE`` = 1000
 * ``TimeMLP``: a small velocity field f(x, t) on [x, t] for neural ODEs and CNFs (chapter 0).
 * ``ScoreMLP``: a small MLP on [x, embedding(t)] for 2-D data (chapter 2), fast on a CPU.
 * ``CNF``: a continuous normalizing flow (FFJORD) with ``log_prob`` and ``sample`` (chapter 0).
+* ``UNet`` and its blocks ``ResBlock``, ``Attention``, ``Downsample``, ``Upsample`` (chapter 3): the
+  image network of DDPM, with hooks for later chapters (a class embedding with a "no label" index,
+  cross-attention to a context sequence), both off by default.
+* ``DigitClassifier``: a small CNN for 8x8 digits whose penultimate features the course's Frechet
+  distance uses (chapter 3, "Judging samples").
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from ._checks import check_generator, check_positive_int, check_tensor
 from .ode import ODE_ATOL, ODE_RTOL, CNFDynamics, standard_normal_log_prob
 from .tensors import as_time, randn
 
-__all__ = ["TIME_SCALE", "mlp", "sinusoidal_features", "TimeEmbedding", "TimeMLP", "ScoreMLP", "CNF"]
+__all__ = ["TIME_SCALE", "mlp", "sinusoidal_features", "TimeEmbedding", "TimeMLP", "ScoreMLP", "CNF",
+           "ResBlock", "Attention", "Downsample", "Upsample", "UNet", "DigitClassifier"]
 
 TIME_SCALE = 1000.0
 """Continuous t in [0, 1] is multiplied by this before the sinusoidal features, so that the
@@ -188,3 +194,247 @@ class CNF(nn.Module):
         check_tensor("z0", z0, ndim=2, last_dim=self.dim)
         x, logp = self._solve((z0, standard_normal_log_prob(z0)), 0.0, self.T, generator)
         return (x, logp) if return_log_prob else x
+
+
+# ----------------------------------------------------------------------------------------------
+# The U-Net (chapter 3, section "The U-Net, piece by piece")
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    if channels % groups:
+        raise ValueError(f"GroupNorm needs channels divisible by groups, got {channels} channels, {groups} groups")
+    return nn.GroupNorm(groups, channels)
+
+
+class ResBlock(nn.Module):
+    """x -> x + F(x, emb), with F = conv(SiLU(GN(.) (1 + scale) + shift)) after conv(SiLU(GN(x))):
+    the time (and class) embedding enters as a per-channel scale and shift after the second
+    normalisation. When the channel count changes, the skip is a 1x1 convolution.
+    (B, in_ch, H, W), (B, emb_dim) -> (B, out_ch, H, W)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.1, groups: int = 8):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(in_ch, groups), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)  # -> (scale, shift)
+        self.norm2, self.drop = _norm(out_ch, groups), nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: deep nets train from step one
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(nn.functional.silu(self.norm1(x)))                    # (B, out_ch, H, W)
+        scale, shift = self.emb(nn.functional.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(nn.functional.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head attention over the pixels of a feature map: one token per pixel, the channels as its
+    features; a residual block x + out(attention(GN(x))). Without ``context_dim`` the keys and values
+    come from the pixels too (self-attention); with it, from a context sequence (B, L, context_dim)
+    (cross-attention: text tokens in chapter 5), optionally masked by ``context_mask`` (B, L), True
+    for real tokens. (B, C, H, W) -> (B, C, H, W)."""
+
+    def __init__(self, channels: int, heads: int = 4, groups: int = 8, context_dim: int | None = None):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels must be divisible by heads, got {channels} channels, {heads} heads")
+        self.heads, self.context_dim = heads, context_dim
+        self.norm = _norm(channels, groups)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim or channels, 2 * channels)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)  # starts as the identity, like ResBlock
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)                      # (B, H*W, C)
+        if self.context_dim is None:
+            if context is not None:
+                raise ValueError("this attention block attends to the pixels; it was built without context_dim")
+            source, mask = tokens, None
+        else:
+            if context is None or context.ndim != 3 or context.shape[0] != B or context.shape[2] != self.context_dim:
+                got = None if context is None else tuple(context.shape)
+                raise ValueError(f"context must have shape (B, L, context_dim) = ({B}, L, {self.context_dim}), "
+                                 f"got {got}")
+            source = context.to(tokens.dtype)
+            mask = None if context_mask is None else context_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, L)
+        split = lambda z: z.unflatten(-1, (self.heads, C // self.heads)).transpose(1, 2)  # noqa: E731  (B, h, n, C/h)
+        k, v = self.kv(source).chunk(2, dim=-1)
+        out = nn.functional.scaled_dot_product_attention(split(self.q(tokens)), split(k), split(v), attn_mask=mask)
+        out = self.out(out.transpose(1, 2).flatten(2))                         # (B, H*W, C)
+        return x + out.transpose(1, 2).reshape(B, C, H, W)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a stride-2 3x3 convolution. (B, C, H, W) -> (B, C, H/2, W/2)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour, then a 3x3 convolution. (B, C, H, W) -> (B, C, 2H, 2W)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """The noise-prediction network of DDPM: eps_hat(x_t, t), (B, C, H, W) -> (B, C, H, W) (chapter 3).
+
+    A down path of ``len(ch_mult)`` resolutions (``n_res`` ResBlocks each, then a Downsample except
+    at the last), a middle (ResBlock, attention, ResBlock) and an up path that mirrors it with
+    ``n_res + 1`` ResBlocks per resolution, each concatenating the matching activation of the down
+    path (the skip connections), then an Upsample. Attention (self-attention over pixels) follows the
+    ResBlocks at the resolutions listed in ``attn_levels`` (level 0 = full resolution; default: the
+    lowest). Every block gets the time embedding ``TimeEmbedding(t)`` (continuous t, see the module
+    docstring).
+
+    Hooks for later chapters, off by default:
+    * ``n_classes``: a class embedding added to the time embedding, with one extra index
+      ``null_label = n_classes`` meaning "no label" (classifier-free guidance, chapter 4). ``cond``
+      is then an int64 tensor (B,) of labels in [0, n_classes]; ``cond=None`` means no label.
+    * ``context_dim``: every attention block also attends to ``context`` (B, L, context_dim), e.g.
+      text tokens (chapter 5), with an optional ``context_mask`` (B, L).
+    """
+
+    def __init__(self, in_ch: int = 1, ch: int = 64, ch_mult=(1, 2), n_res: int = 2, attn_levels=None,
+                 heads: int = 4, dropout: float = 0.1, groups: int = 8, image_size: int | None = None,
+                 n_classes: int | None = None, context_dim: int | None = None, time_scale: float = TIME_SCALE):
+        super().__init__()
+        for name, v in (("in_ch", in_ch), ("ch", ch), ("n_res", n_res), ("heads", heads)):
+            check_positive_int(name, v)
+        ch_mult = tuple(int(m) for m in ch_mult)
+        if not ch_mult or min(ch_mult) < 1:
+            raise ValueError(f"ch_mult must be a non-empty sequence of positive multipliers, got {ch_mult}")
+        n_levels = len(ch_mult)
+        attn_levels = (n_levels - 1,) if attn_levels is None else tuple(attn_levels)
+        if any(not 0 <= a < n_levels for a in attn_levels):
+            raise ValueError(f"attn_levels must be in [0, {n_levels - 1}], got {attn_levels}")
+        self.config = dict(in_ch=in_ch, ch=ch, ch_mult=ch_mult, n_res=n_res, attn_levels=attn_levels, heads=heads,
+                           dropout=dropout, groups=groups, image_size=image_size, n_classes=n_classes,
+                           context_dim=context_dim, time_scale=time_scale)
+        self.in_ch, self.n_classes, self.context_dim = in_ch, n_classes, context_dim
+        self.divisor = 2 ** (n_levels - 1)  # H and W must be multiples of this
+        if image_size is not None and image_size % self.divisor:
+            raise ValueError(f"image_size must be a multiple of 2^(len(ch_mult)-1) = {self.divisor}, got {image_size}")
+        self.image_size = image_size
+        emb_dim = 4 * ch
+        self.time_embed = nn.Sequential(TimeEmbedding(ch, scale=time_scale), nn.Linear(ch, emb_dim))
+        self.class_embed = nn.Embedding(n_classes + 1, emb_dim) if n_classes else None
+        self.null_label = n_classes
+        attn = lambda c: Attention(c, heads, groups, context_dim)  # noqa: E731
+        res = lambda i, o: ResBlock(i, o, emb_dim, dropout, groups)  # noqa: E731
+
+        self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
+        self.down, skips, c = nn.ModuleList(), [ch], ch
+        for level, mult in enumerate(ch_mult):
+            for _ in range(n_res):
+                blocks = [res(c, ch * mult)]
+                c = ch * mult
+                if level in attn_levels:
+                    blocks.append(attn(c))
+                self.down.append(nn.ModuleList(blocks))
+                skips.append(c)
+            if level < n_levels - 1:
+                self.down.append(nn.ModuleList([Downsample(c)]))
+                skips.append(c)
+        self.middle = nn.ModuleList([res(c, c), attn(c), res(c, c)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(ch_mult))):
+            for _ in range(n_res + 1):
+                blocks = [res(c + skips.pop(), ch * mult)]
+                c = ch * mult
+                if level in attn_levels:
+                    blocks.append(attn(c))
+                self.up.append(nn.ModuleList(blocks))
+            if level > 0:
+                self.up.append(nn.ModuleList([Upsample(c)]))
+        self.head = nn.Sequential(_norm(c, groups), nn.SiLU(), nn.Conv2d(c, in_ch, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)  # the untrained net predicts eps_hat = 0
+        nn.init.zeros_(self.head[-1].bias)
+
+    def embedding(self, t: torch.Tensor, cond: torch.Tensor | None, B: int, device) -> torch.Tensor:
+        """The (B, 4 ch) vector every ResBlock receives: time embedding (+ class embedding)."""
+        emb = self.time_embed(t)
+        if self.class_embed is not None:
+            if cond is None:
+                cond = torch.full((B,), self.null_label, dtype=torch.long, device=device)
+            emb = emb + self.class_embed(_check_cond(cond, self.n_classes + 1, B, device))
+        elif cond is not None:
+            raise ValueError("cond was given, but this UNet was built without n_classes")
+        return emb
+
+    def _run(self, blocks, h, emb, context, context_mask):
+        for block in blocks:
+            if isinstance(block, ResBlock):
+                h = block(h, emb)
+            elif isinstance(block, Attention):
+                h = block(h, context, context_mask)
+            else:
+                h = block(h)
+        return h
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        check_tensor("x", x, ndim=4)
+        B, C, H, W = x.shape
+        if C != self.in_ch:
+            raise ValueError(f"x has {C} channels, but this UNet was built for in_ch={self.in_ch}")
+        if H % self.divisor or W % self.divisor:
+            raise ValueError(f"x's height and width must be multiples of {self.divisor} (one halving per level "
+                             f"below the first), got {H}x{W}")
+        if (context is None) != (self.context_dim is None):
+            raise ValueError("context is required exactly when the UNet was built with context_dim "
+                             f"(context_dim={self.context_dim}, context given: {context is not None})")
+        emb = self.embedding(as_time(t, x, allow_int=False), cond, B, x.device).to(x.dtype)
+        h = self.stem(x)
+        hs = [h]
+        for blocks in self.down:
+            h = self._run(blocks, h, emb, context, context_mask)
+            hs.append(h)
+        h = self._run(self.middle, h, emb, context, context_mask)
+        for blocks in self.up:
+            if isinstance(blocks[0], ResBlock):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._run(blocks, h, emb, context, context_mask)
+        return self.head(h)
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN for 8x8 digits in [-1, 1]: (B, 1, 8, 8) -> (B, 10) logits. ``features(x)`` gives the
+    (B, feature_dim) penultimate activations on which ``metrics.frechet_distance`` compares sample
+    sets (the role Inception's features play for FID on natural images)."""
+
+    def __init__(self, width: int = 32, feature_dim: int = 128, dropout: float = 0.2):
+        super().__init__()
+        self.config = dict(width=width, feature_dim=feature_dim, dropout=dropout)
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(1, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, 2 * w, 3, padding=1), nn.SiLU(),
+            nn.MaxPool2d(2),                                                    # (B, 2w, 4, 4)
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),  # (B, 2w, 2, 2)
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w, feature_dim), nn.SiLU())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, 10))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, ndim=4)
+        if tuple(x.shape[1:]) != (1, 8, 8):
+            raise ValueError(f"x must be 8x8 grey digits of shape (B, 1, 8, 8), got {tuple(x.shape)}")
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

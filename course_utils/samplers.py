@@ -11,6 +11,8 @@ sampler returns a ``Trajectory(ts, xs)``. To count network evaluations, wrap the
   from t = T down to t_min; eta = 1 is Anderson's reverse SDE, eta = 0 the probability-flow ODE.
 * ``naive_reverse_sample``: the wrong reverse (flip the sign of time, keep f and g), for chapter 1.
 * ``probability_flow_sample``: the probability-flow ODE through torchdiffeq (adaptive or fixed-step).
+* ``ddpm_sample``, ``ddim_sample``, ``ddim_invert``, ``heun_sample``, ``dpm_solver_2m_sample``: chapter 3's
+  discrete-time samplers for a noise predictor on a ``DiscreteSchedule`` (defined in ``ddpm.py``).
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ import torch
 from torchdiffeq import odeint
 
 from ._checks import check_generator, check_positive_int, check_tensor
+from .ddpm import ddim_invert, ddim_sample, ddpm_sample, dpm_solver_2m_sample, heun_sample  # chapter 3
 from .ode import ODE_ATOL, ODE_RTOL
 from .schedules import T_MIN, check_t_min
 from .sde import SDE, Trajectory, _score, drift_from_score, euler_maruyama
 
-__all__ = ["CallCounter", "reverse_time_grid", "reverse_sde_sample", "naive_reverse_sample",
+__all__ = ["ddpm_sample", "ddim_sample", "ddim_invert", "heun_sample", "dpm_solver_2m_sample",
+           "CallCounter", "reverse_time_grid", "reverse_sde_sample", "naive_reverse_sample",
            "probability_flow_sample", "slerp", "ode_interpolate", "Trajectory"]
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")

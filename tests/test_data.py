@@ -149,3 +149,31 @@ def test_seed_everything_and_append_dims():
     assert append_dims(torch.ones(4), 2).shape == (4, 1)
     with pytest.raises(ValueError, match="ndim"):
         append_dims(torch.ones(4, 2), 1)
+
+
+def test_digits_split_is_fixed_disjoint_and_scaled():
+    from course_utils.data import digits
+    x_tr, y_tr = digits("train")
+    x_te, y_te = digits("test")
+    x_all, y_all = digits("all")
+    assert x_tr.shape == (1437, 1, 8, 8) and x_te.shape == (360, 1, 8, 8) and x_all.shape == (1797, 1, 8, 8)
+    assert torch.bincount(y_te).tolist() == [36] * 10
+    assert x_all.min() == -1.0 and x_all.max() == 1.0
+    # 17 grey levels 0..16 map to k / 8 - 1
+    assert torch.allclose(torch.round((x_all + 1) * 8), (x_all + 1) * 8)
+    # disjoint: no held-out image appears in the training split (the raw set has no exact duplicates here)
+    flat_tr, flat_te = x_tr.flatten(1), x_te.flatten(1)
+    assert (torch.cdist(flat_te, flat_tr).min(1).values > 0).all()
+    # the same split every call
+    x_te2, y_te2 = digits("test")
+    assert torch.equal(x_te, x_te2) and torch.equal(y_te, y_te2)
+    x16, _ = digits("test", size=16)
+    assert x16.shape == (360, 1, 16, 16) and x16.min() >= -1 and x16.max() <= 1
+
+
+def test_digits_bad_input():
+    from course_utils.data import digits
+    with pytest.raises(ValueError, match="split"):
+        digits("validation")
+    with pytest.raises(ValueError, match="size"):
+        digits(size=32)

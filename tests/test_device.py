@@ -12,9 +12,17 @@ import torch
 from course_utils import tensors
 from course_utils.losses import dsm_loss, eps_loss, ssm_loss
 from course_utils.metrics import sliced_wasserstein
-from course_utils.nets import CNF, ScoreMLP, TimeMLP
+from course_utils.nets import CNF, ScoreMLP, TimeMLP, UNet
 from course_utils.ode import sample_probe
-from course_utils.samplers import naive_reverse_sample, probability_flow_sample, reverse_sde_sample
+from course_utils.samplers import (
+    ddim_invert,
+    ddim_sample,
+    ddpm_sample,
+    heun_sample,
+    naive_reverse_sample,
+    probability_flow_sample,
+    reverse_sde_sample,
+)
 from course_utils.schedules import DiscreteSchedule, linear_betas
 from course_utils.sde import VESDE, VPSDE, euler_maruyama
 
@@ -94,6 +102,7 @@ def _cases(x2, img, g):
     score = lambda x, t: -x  # noqa: E731
     eps_net = lambda x, t: 0.1 * x  # noqa: E731
     net = ScoreMLP(2, 8, 1).to(x2.device)
+    unet = UNet(in_ch=1, ch=16, n_res=1, n_classes=3).to(x2.device)
     cnf = CNF(TimeMLP(2, 8, 1), divergence="hutchinson", rtol=1e-3, atol=1e-3).to(x2.device)
     grid = [0.0, 0.5, 1.0]
     return {
@@ -116,6 +125,11 @@ def _cases(x2, img, g):
         "CNF.sample": lambda: cnf.sample(4, generator=g, device=x2.device),
         "prior_sample": lambda: vp.prior_sample((4, 2), generator=g, device=x2.device),
         "sliced_wasserstein": lambda: sliced_wasserstein(x2, x2 + 1, generator=g),
+        "ddpm_sample": lambda: ddpm_sample(ddpm, eps_net, img, generator=g),
+        "ddim_sample, eta 1": lambda: ddim_sample(ddpm, eps_net, img, n_steps=5, eta=1.0, generator=g),
+        "ddim_invert": lambda: ddim_invert(ddpm, eps_net, img, n_steps=5),
+        "heun_sample": lambda: heun_sample(ddpm, eps_net, img, n_steps=5),
+        "UNet": lambda: unet(img, torch.full((4,), 0.5, device=img.device)),
     }
 
 
@@ -166,3 +180,24 @@ def test_checkpoints_resume_cuda_random_numbers(tmp_path):
     torch.cuda.manual_seed_all(7)
     torch.cuda.set_rng_state_all(load_checkpoint(str(tmp_path / "c.pt"))["cuda_rng"])
     assert torch.equal(torch.randn(5, device="cuda"), want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_unet_and_samplers_agree_between_cpu_and_cuda():
+    """The same weights, x_T and CPU generator give the same DDIM (eta = 1) samples on either device."""
+    torch.manual_seed(8)
+    net = UNet(in_ch=1, ch=16, n_res=1, dropout=0.0).eval()
+    for p in net.parameters():  # leave the zero-initialised identity behind
+        if p.abs().max() == 0:
+            torch.nn.init.normal_(p, std=0.05)
+    sched = DiscreteSchedule(linear_betas(100))
+    x_T = torch.randn(8, 1, 8, 8)
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        model = net.to(dev)
+        outs[dev] = ddim_sample(sched, model, x_T.to(dev), n_steps=10, eta=1.0,
+                                generator=torch.Generator().manual_seed(9)).cpu()
+    torch.testing.assert_close(outs["cuda"], outs["cpu"], rtol=1e-3, atol=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):  # mixed precision runs, times stay float32
+        out = ddim_sample(sched, net.to("cuda"), x_T.cuda(), n_steps=10)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()

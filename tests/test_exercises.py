@@ -162,3 +162,40 @@ def test_chapter2_checkers(capsys):
     assert not ex.check_tweedie_denoise(lambda xt, score, alpha, sigma: xt + sigma ** 2 * score)  # forgot 1/alpha
     out = capsys.readouterr().out
     assert out.count("✓") == 4 and out.count("✗") == 5
+
+
+# chapter 3 -------------------------------------------------------------------------------------
+def forward_variance(betas):
+    var, out = 0.0, []
+    for b in betas.tolist():
+        var = (1 - b) * var + b
+        out.append(var)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def posterior_mean_var(x0, xt, ab_prev, ab, beta):
+    mean = (ab_prev ** 0.5 * beta / (1 - ab)) * x0 + ((1 - beta) ** 0.5 * (1 - ab_prev) / (1 - ab)) * xt
+    return mean, (1 - ab_prev) / (1 - ab) * beta
+
+
+def ddim_step(x, eps_hat, ab, ab_next, eta, z):
+    x0_hat = (x - (1 - ab) ** 0.5 * eps_hat) / ab ** 0.5
+    sigma = eta * ((1 - ab_next) / (1 - ab)) ** 0.5 * (1 - ab / ab_next) ** 0.5
+    return ab_next ** 0.5 * x0_hat + (1 - ab_next - sigma ** 2) ** 0.5 * eps_hat + sigma * z
+
+
+def vlb_weight(beta, ab, var):
+    return beta ** 2 / (2 * var * (1 - beta) * (1 - ab))
+
+
+def test_chapter3_checkers(capsys):
+    assert ex.check_forward_variance(forward_variance)
+    assert ex.check_posterior_mean_var(posterior_mean_var)
+    assert ex.check_ddim_step(ddim_step)
+    assert ex.check_vlb_weight(vlb_weight)
+    assert not ex.check_forward_variance(lambda b: torch.cumsum(b, 0))  # adds the betas: no shrinking of x0
+    assert not ex.check_posterior_mean_var(lambda x0, xt, abp, ab, b: (xt, b))  # the prior's variance and no x0
+    assert not ex.check_ddim_step(lambda x, e, ab, abn, eta, z: ddim_step(x, e, ab, abn, 0.0, z))  # ignores eta
+    assert not ex.check_vlb_weight(lambda b, ab, v: b / (2 * v))  # forgets the eps -> mean scaling
+    out = capsys.readouterr().out
+    assert out.count("✓") == 4 and out.count("✗") == 4

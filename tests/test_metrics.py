@@ -95,3 +95,41 @@ def test_sample_quality_passes_true_samples_and_catches_inflation():
     assert sample_quality(inflated, gm, ref, generator=g)[2] < -0.1
     with pytest.raises(ValueError, match="at least 2 \\* chunk"):
         sample_quality(gm.sample(600, g), gm, ref)
+
+
+def test_gaussian_frechet_closed_forms():
+    from course_utils.metrics import gaussian_frechet
+    mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
+    a, b = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([9.0, 1.0, 1.0])
+    # diagonal (commuting) covariances: |dmu|^2 + sum (sqrt a - sqrt b)^2
+    want = 5.0 + ((a.sqrt() - b.sqrt()) ** 2).sum().item()
+    assert abs(gaussian_frechet(mu1, torch.diag(a), mu2, torch.diag(b)) - want) < 1e-10
+    # a rotation of both covariances leaves the distance unchanged; identical Gaussians are at 0
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    ra, rb = q @ torch.diag(a).double() @ q.T, q @ torch.diag(b).double() @ q.T
+    assert abs(gaussian_frechet(mu1, ra, mu2, rb) - want) < 1e-9
+    assert abs(gaussian_frechet(mu1, ra, mu1, ra)) < 1e-9
+    # general (non-commuting) case against scipy's matrix square root
+    import scipy.linalg
+    c1 = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 0.5]], dtype=torch.float64)
+    c2 = torch.tensor([[1.0, -0.4, 0.2], [-0.4, 2.0, 0.0], [0.2, 0.0, 1.5]], dtype=torch.float64)
+    cross = scipy.linalg.sqrtm(c1.numpy() @ c2.numpy()).real.trace()
+    want = 5.0 + (c1.trace() + c2.trace()).item() - 2 * cross
+    assert abs(gaussian_frechet(mu1, c1, mu2, c2) - want) < 1e-8
+
+
+def test_frechet_distance_of_samples_converges_and_checks_input():
+    from course_utils.metrics import frechet_distance, gaussian_frechet
+    g = torch.Generator().manual_seed(1)
+    c2 = torch.tensor([[1.0, 0.6], [0.6, 1.0]], dtype=torch.float64)
+    x = torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+    noise = torch.randn(200_000, 2, generator=g, dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64) + noise @ torch.linalg.cholesky(c2).T
+    want = gaussian_frechet(torch.zeros(2), torch.eye(2), torch.tensor([1.0, 0.0]), c2)
+    assert abs(frechet_distance(x, y) - want) < 0.01
+    small = frechet_distance(x[:100], x[100:200])  # same law, small n: positive (the estimation noise)
+    assert small > 0
+    with pytest.raises(ValueError, match="feature dimensions"):
+        frechet_distance(x, x[:, :1])
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance(x[:1], x)

@@ -324,9 +324,6 @@ class UNet(nn.Module):
         attn_levels = (n_levels - 1,) if attn_levels is None else tuple(attn_levels)
         if any(not 0 <= a < n_levels for a in attn_levels):
             raise ValueError(f"attn_levels must be in [0, {n_levels - 1}], got {attn_levels}")
-        self.config = dict(in_ch=in_ch, ch=ch, ch_mult=ch_mult, n_res=n_res, attn_levels=attn_levels, heads=heads,
-                           dropout=dropout, groups=groups, image_size=image_size, n_classes=n_classes,
-                           context_dim=context_dim, time_scale=time_scale)
         self.in_ch, self.n_classes, self.context_dim = in_ch, n_classes, context_dim
         self.divisor = 2 ** (n_levels - 1)  # H and W must be multiples of this
         if image_size is not None and image_size % self.divisor:
@@ -421,7 +418,6 @@ class DigitClassifier(nn.Module):
 
     def __init__(self, width: int = 32, feature_dim: int = 128, dropout: float = 0.2):
         super().__init__()
-        self.config = dict(width=width, feature_dim=feature_dim, dropout=dropout)
         w = width
         self.body = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, 2 * w, 3, padding=1), nn.SiLU(),

@@ -141,10 +141,8 @@ DDPM_DIGITS_CONFIG = dict(unet=dict(in_ch=1, ch=32, ch_mult=(1, 2), n_res=1, hea
 
 
 def make_unet(config: dict) -> UNet:
-    u = dict(config["unet"])
-    if "ch_mult" in u:
-        u["ch_mult"] = tuple(u["ch_mult"])
-    return UNet(**u)
+    """The chapter-3 UNet described by ``config["unet"]`` (a checkpoint's config works: lists are accepted)."""
+    return UNet(**config["unet"])
 
 
 def make_schedule(config: dict) -> DiscreteSchedule:

@@ -8,13 +8,18 @@ its noised version ``alpha * X + sigma * eps`` are all closed forms, so every sa
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
 from ._checks import check_generator, check_positive_int, check_tensor
 from .tensors import randn
 
-__all__ = ["toy_2d", "TOY_2D_NAMES", "GaussianMixture", "example_mixture", "digits", "DIGITS_HELD_OUT_PER_CLASS"]
+__all__ = ["toy_2d", "TOY_2D_NAMES", "GaussianMixture", "example_mixture", "digits", "DIGITS_HELD_OUT_PER_CLASS",
+           "cifar10", "DATA_CACHE"]
+
+DATA_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "cache")
+"""Where downloads go (git-ignored): ``data/cache/`` in the repository."""
 
 
 def _randn(n, d, generator, dtype=torch.float32):
@@ -244,3 +249,37 @@ def digits(split: str = "train", size: int = 8, dtype: torch.dtype = torch.float
     if size == 16:
         images = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False)
     return images.to(dtype), labels
+
+
+def cifar10(split: str = "train", root: str | None = None, download: bool = False):
+    """CIFAR-10 (Krizhevsky 2009) through torchvision: 50,000 training or 10,000 test images of 32x32
+    RGB in 10 classes. Returns ``(images, labels)``: images uint8 (N, 3, 32, 32) in 0..255 (scale with
+    ``x / 127.5 - 1`` for [-1, 1]) and int64 labels (N,).
+
+    ``root`` (default ``data/cache/``) holds torchvision's ``cifar-10-batches-py/`` folder; with
+    ``download=True`` a missing copy is fetched there (163 MB, once). A missing folder, a corrupt
+    file (torchvision checks every file's MD5) or a failed download raise an error that says which
+    and what to do, never a traceback from deep inside torchvision.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = DATA_CACHE if root is None else str(root)
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError as err:  # torchvision is in requirements.txt; an older install may lack it
+        raise ImportError("cifar10() needs torchvision (pip install -r requirements.txt)") from err
+    folder = os.path.join(root, CIFAR10.base_folder)
+    if not download and not os.path.isdir(folder):
+        raise FileNotFoundError(f"root: no CIFAR-10 at {folder!r}; download it once with "
+                                "cifar10(download=True) or `python -m course_utils.scale download`")
+    try:
+        ds = CIFAR10(root, train=(split == "train"), download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        raise ValueError(f"root: the CIFAR-10 files in {folder!r} are incomplete or corrupt (an MD5 check "
+                         "failed); delete the folder and download again") from err
+    except OSError as err:  # URLError and socket errors: no network
+        raise ConnectionError(f"download: CIFAR-10 could not be downloaded to {root!r} ({err}); "
+                              f"copy cifar-10-python.tar.gz there from a machine with a network, or "
+                              "unpack it into cifar-10-batches-py/") from err
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+    return images, torch.tensor(ds.targets, dtype=torch.int64)

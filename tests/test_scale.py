@@ -1,0 +1,262 @@
+"""course_utils.scale and data.cifar10 on a CPU: a tiny CIFAR-10 in torchvision's real on-disk format,
+training steps, exact resume, sampling, FID's pipeline, two gloo processes against one, bad input."""
+import os
+import subprocess
+import sys
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+from _tiny_cifar import register_md5, tiny_overrides, write_tiny_cifar
+
+from course_utils import scale
+from course_utils.data import cifar10
+from course_utils.metrics import frechet_distance
+from course_utils.nets import UNet
+from course_utils.train import save_checkpoint
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    root = str(tmp_path / "cifar")
+    written = write_tiny_cifar(root)
+    register_md5(root, monkeypatch.setattr)
+    return root, written
+
+
+def _train(out, root, **kw):
+    base = tiny_overrides()
+    kw = {**base, **kw, "unet": {**base["unet"], **kw.get("unet", {})}}
+    steps = kw.pop("steps", 2)
+    return scale.train("small", str(out), steps=steps, data_root=root, progress=False, **kw)
+
+
+# ------------------------------------------------------------------------------ data
+def test_cifar10_reads_what_was_written(tiny):
+    root, written = tiny
+    for split in ("train", "test"):
+        x, y = cifar10(split, root)
+        hwc, labels = written[split]
+        assert x.dtype == torch.uint8 and x.shape == (len(hwc), 3, 32, 32)
+        assert torch.equal(x, torch.from_numpy(hwc).permute(0, 3, 1, 2))  # channel c of pixel (r, k) in place
+        assert torch.equal(y, torch.from_numpy(labels))
+
+
+def test_cifar10_bad_folders(tiny, tmp_path, monkeypatch):
+    root, _ = tiny
+    with pytest.raises(FileNotFoundError, match="root: no CIFAR-10"):
+        cifar10("train", str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="split"):
+        cifar10("valid", root)
+    path = os.path.join(root, "cifar-10-batches-py", "data_batch_3")
+    with open(path, "r+b") as fh:  # one flipped byte
+        fh.seek(500)
+        b = fh.read(1)
+        fh.seek(500)
+        fh.write(bytes([b[0] ^ 1]))
+    with pytest.raises(ValueError, match="corrupt"):
+        cifar10("train", root)
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+
+    import torchvision.datasets.cifar as tv_cifar
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    with pytest.raises(ConnectionError, match="could not be downloaded"):
+        cifar10("train", str(tmp_path / "empty"), download=True)
+
+
+# ------------------------------------------------------------------------------ training
+def _state(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_two_training_steps_write_a_run(tiny, tmp_path):
+    root, _ = tiny
+    r = _train(tmp_path / "run", root, sample_every=2)
+    assert r["step"] == 2 and np.isfinite(r["loss"])
+    state = _state(r["checkpoint"])
+    assert state["step"] == 2 and state["extra"]["config"]["batch"] == 8
+    # the same two steps by hand: warm-up, L_simple on global batches 0 and 1, clipping, Adam
+    config = scale.make_config("small", **tiny_overrides())
+    images, _ = cifar10("train", root)
+    torch.manual_seed(0)
+    model = UNet(**config["unet"])
+    opt = torch.optim.Adam(model.parameters())
+    batches = scale.ShardedBatches(len(images), 8, seed=0)
+    for step in range(2):
+        opt.param_groups[0]["lr"] = 2e-4 * min(1.0, (step + 1) / 2)
+        loss = scale.shard_loss(model, scale._schedule(config), images, batches, step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    for k, v in model.state_dict().items():
+        assert torch.equal(state["model"][k], v), k
+    assert not torch.equal(state["model"]["head.2.weight"], state["ema"]["head.2.weight"])  # the EMA lags
+    log = open(tmp_path / "run" / "log.jsonl").read().splitlines()
+    assert len(log) == 2 and '"step": 2' in log[1]
+    assert os.path.isfile(tmp_path / "run" / "samples" / "step_0000002.png")
+
+
+def test_resume_is_exact(tiny, tmp_path):
+    root, _ = tiny
+    a = _train(tmp_path / "straight", root, steps=4, ckpt_every=2, unet=dict(dropout=0.1))
+    _train(tmp_path / "resumed", root, steps=2, unet=dict(dropout=0.1))  # "interrupted" after step 2 ...
+    b = _train(tmp_path / "resumed", root, steps=4, unet=dict(dropout=0.1))  # ... and run again
+    sa, sb = _state(a["checkpoint"]), _state(b["checkpoint"])
+    assert sa["step"] == sb["step"] == 4
+    for part in ("model", "ema"):
+        for k in sa[part]:
+            assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+    ma, mb = sa["optimizer"]["state"], sb["optimizer"]["state"]
+    assert all(torch.equal(ma[i]["exp_avg_sq"], mb[i]["exp_avg_sq"]) for i in ma)
+    # a run that restarts from scratch instead of resuming ends elsewhere (the check can fail)
+    c = _train(tmp_path / "fresh", root, steps=2, unet=dict(dropout=0.1), seed=1)
+    assert not torch.equal(_state(c["checkpoint"])["model"]["stem.weight"], sa["model"]["stem.weight"])
+
+
+def test_another_configuration_is_refused(tiny, tmp_path):
+    root, _ = tiny
+    _train(tmp_path / "run", root, steps=1)
+    with pytest.raises(ValueError, match=r"another configuration \(lr: checkpoint 0.0002, asked 0.001\)"):
+        _train(tmp_path / "run", root, steps=2, lr=1e-3)
+    with pytest.raises(ValueError, match="unet"):
+        _train(tmp_path / "run", root, steps=2, unet=dict(ch=16))
+    _train(tmp_path / "run", root, steps=2)  # the same settings with a longer run continue
+
+
+def test_world_size_checks(tiny, tmp_path, monkeypatch):
+    root, _ = tiny
+    with pytest.raises(ValueError, match="batch: the global batch 10 must be divisible by the number of processes 4"):
+        scale.check_world(10, 4, 4, "cpu", 0)
+    assert scale.check_world(12, 4, 4, "cpu", 0) == 3
+    with pytest.raises(ValueError, match="nproc_per_node: 2 processes .* 1 CUDA device"):
+        scale.check_world(8, 2, 2, "cuda", 1)
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 would
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="divisible"):
+        _train(tmp_path / "run", root)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="nproc_per_node"):
+        _train(tmp_path / "run", root)
+    for bad in (dict(batch=0), dict(steps_per_epoch=3)):
+        with pytest.raises(ValueError):
+            scale.make_config("small", **bad)
+    with pytest.raises(ValueError, match="config must be one of"):
+        scale.make_config("huge")
+
+
+def test_sharded_batches_partition_the_global_batch():
+    one = scale.ShardedBatches(40, 8, seed=0)
+    for step in (0, 4, 5, 13):  # 5 batches per epoch: steps 5 and 13 are in later epochs
+        shares = [scale.ShardedBatches(40, 8, seed=0, rank=r, world=4).indices(step) for r in range(4)]
+        assert torch.equal(torch.cat(shares), one.indices(step))
+    epoch0 = torch.cat([one.indices(s) for s in range(5)])
+    assert torch.equal(epoch0.sort().values, torch.arange(40))  # every image once per epoch
+    assert not torch.equal(one.indices(5), one.indices(0))  # a new permutation each epoch
+
+
+# ------------------------------------------------------------------------------ sampling
+@pytest.fixture
+def trained(tiny, tmp_path):
+    root, _ = tiny
+    return _train(tmp_path / "run", root)["checkpoint"], root
+
+
+def test_sampling_shapes_range_and_batching(trained, tmp_path):
+    path, _ = trained
+    model, schedule, extra = scale.load(path, device="cpu")
+    assert extra["step"] == 2 and schedule.N == 50
+    for name in sorted(scale.SAMPLERS):
+        x = scale.sample(model, schedule, 5, sampler=name, steps=4, batch=2, progress=False)
+        assert x.dtype == torch.uint8 and x.shape == (5, 3, 32, 32)
+        assert x.float().std() > 0
+    a = scale.sample(model, schedule, 5, sampler="ddim", steps=4, batch=5, progress=False)
+    b = scale.sample(model, schedule, 5, sampler="ddim", steps=4, batch=2, progress=False)
+    assert torch.equal(a, b)  # image j's noise depends on (seed, j) only
+    for out in ("s.npz", "pngs"):
+        assert torch.equal(scale.read_images(scale.save_images(a, str(tmp_path / out))), a)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        scale.sample(model, schedule, 2, sampler="euler")
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        scale.sample(model, schedule, 0)
+    bad = str(tmp_path / "bad.pt")
+    save_checkpoint(bad, model)
+    with pytest.raises(ValueError, match="not a checkpoint written by course_utils.scale.train"):
+        scale.load(bad)
+
+
+def test_command_line_sample_and_fid_offline(trained, tmp_path, monkeypatch, capsys):
+    path, root = trained
+    out = str(tmp_path / "x.npz")
+    assert scale.main(["sample", path, "--n", "3", "--steps", "2", "--out", out]) == 0
+    with np.load(out) as f:
+        assert f["images"].shape == (3, 32, 32, 3) and f["images"].dtype == np.uint8
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+    monkeypatch.setattr(fe, "load_state_dict_from_url", offline)
+    capsys.readouterr()
+    assert scale.main(["fid", out, "--data", root]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: FID needs the Inception weights") and err.count("\n") == 1 and "Name or" in err
+    assert scale.main(["fid", str(tmp_path / "missing.npz"), "--data", root]) == 2
+
+
+class _Features(torch.nn.Module):
+    """A fixed random feature map of uint8 images, standing in for Inception in tests."""
+    num_features = 6
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 8 * 8, 6)
+
+    def forward(self, x):
+        x = torch.nn.functional.avg_pool2d(x.float() / 255, 4).flatten(1)
+        return self.proj(x)
+
+
+def test_fid_pipeline_against_the_course_frechet_distance(tiny):
+    root, _ = tiny
+    real, _ = cifar10("train", root)
+    fake = (real.float() * 0.5 + 60).round().to(torch.uint8)
+    feat = _Features()
+    got = scale.fid(fake, real, feature=feat, batch=7, device="cpu")
+    with torch.no_grad():
+        want = frechet_distance(feat(fake).double(), feat(real).double())
+    assert got == pytest.approx(float(want), rel=1e-3)
+    assert got > 1e-3 and scale.fid(real, real, feature=feat, device="cpu") == pytest.approx(0, abs=1e-3)
+    with pytest.raises(ValueError, match="images must be at least 2 uint8 RGB images"):
+        scale.fid(real.float(), real, feature=feat)
+
+
+# ------------------------------------------------------------------------------ two processes
+def test_two_gloo_processes_match_one_process_on_the_joint_batch(tiny, tmp_path):
+    root, _ = tiny
+    out = tmp_path / "ddp"
+    out.mkdir()
+    worker = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           worker, root, str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grads = torch.load(out / "grads.pt", weights_only=True)
+    config = scale.make_config("small", **tiny_overrides())
+    images, _ = cifar10("train", root)
+    torch.manual_seed(config["seed"])
+    model = UNet(**config["unet"])
+    batches = scale.ShardedBatches(len(images), config["batch"], config["seed"])
+    scale.shard_loss(model, scale._schedule(config), images, batches, step=3).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6)
+    assert sum(float(g.abs().sum()) for g in grads.values()) > 0
+    state = _state(out / "run" / "checkpoint.pt")
+    assert state["step"] == 2 and state["extra"]["world_size"] == 2
+    assert sorted(os.listdir(out / "run")) == ["checkpoint.pt", "config.json", "log.jsonl", "samples"]

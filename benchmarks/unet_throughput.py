@@ -17,10 +17,10 @@ import torch
 from course_utils.losses import eps_loss
 from course_utils.nets import UNet
 from course_utils.pretrain import DDPM_DIGITS_CONFIG, make_unet
+from course_utils.scale import CONFIGS
 from course_utils.schedules import DiscreteSchedule, linear_betas
 
-CIFAR_DDPM = dict(in_ch=3, ch=128, ch_mult=(1, 2, 2, 2), n_res=2, attn_levels=(1,), groups=32, dropout=0.1,
-                  image_size=32)
+CIFAR_DDPM = CONFIGS["ddpm"]["unet"]  # the DDPM paper's CIFAR-10 network (course_utils.scale)
 
 
 def _sync(dev):

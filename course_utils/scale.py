@@ -182,7 +182,7 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     Stops after ``steps`` in all (default: the config's) or after ``minutes`` of this call, whichever
     comes first, and writes ``out/checkpoint.pt`` (model, EMA, optimizer, step, config), ``out/log.jsonl``
     and ``out/samples/step_*.png`` (a grid of EMA samples, by default 64 by DDIM-50, from fixed noise).
-    With ``resume`` (the default) an existing checkpoint in ``out`` is continued exactly.
+    An existing checkpoint in ``out`` is continued exactly (``resume=False``: refused instead).
     Under torchrun, every process runs this.
     Returns ``{"step", "seconds", "images_per_s", "loss", "checkpoint"}`` (on every rank).
     """
@@ -207,6 +207,7 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     main = rank == 0
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions once
     autocast = bool(config["bf16"]) and dev.type == "cuda"
 
     if images is None:
@@ -222,7 +223,10 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     ema = EMA(model, decay=config["ema"])
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
     path, start, seconds = os.path.join(out, CHECKPOINT), 0, 0.0
-    if resume and os.path.isfile(path):
+    if not resume and os.path.isfile(path):
+        raise FileExistsError(f"out: {out!r} already holds a run ({CHECKPOINT}); continue it (resume=True, the "
+                              "default), or choose another folder")
+    if os.path.isfile(path):
         state = load_checkpoint(path, map_location=dev)
         _same_run(state["extra"].get("config", {}), config, path)
         model.load_state_dict(state["model"])
@@ -461,7 +465,8 @@ def _parser():
                       ("ckpt_every", int), ("log_every", int)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="float32 on CUDA too")
-    t.add_argument("--no-resume", dest="resume", action="store_false", help="refuse to continue an existing run")
+    t.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="stop with an error if OUT already holds a run (by default it is continued)")
     t.add_argument("--data", default=None, help="folder holding CIFAR-10 (default: data/cache/)")
     t.add_argument("--download", action="store_true", help="download CIFAR-10 if it is missing")
     s = sub.add_parser("sample", help="draw images from a checkpoint to an .npz or a folder of PNGs")
@@ -508,7 +513,7 @@ def main(argv=None) -> int:
             reference, _ = cifar10("train", args.data)
             print(f"FID {fid(images, reference, batch=args.batch, progress=True):.2f} "
                   f"({len(images)} samples against {len(reference)} CIFAR-10 training images)")
-    except (InceptionWeightsUnavailable, FileNotFoundError, ValueError, ConnectionError) as err:
+    except (InceptionWeightsUnavailable, FileNotFoundError, FileExistsError, ValueError, ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

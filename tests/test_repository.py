@@ -20,8 +20,12 @@ def test_ci_runs_the_readme_test_command():
 
 def test_requirements_list_the_course_stack():
     req = open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8").read()
-    for name in ["torch", "numpy", "matplotlib", "jupyterlab", "nbval", "torchdiffeq", "-e ."]:
+    for name in ["torch", "torchvision", "numpy", "matplotlib", "jupyterlab", "nbval", "torchdiffeq", "torchmetrics",
+                 "torch-fidelity", "-e ."]:
         assert re.search(rf"^{re.escape(name)}", req, re.M), name
+    # torch and torchvision are pinned as a pair that imports together
+    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)", req, re.M))
+    assert set(pins) == {"torch", "torchvision"}, pins
 
 
 def test_readme_tour_runs():

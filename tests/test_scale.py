@@ -125,6 +125,14 @@ def test_another_configuration_is_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match="unet"):
         _train(tmp_path / "run", root, steps=2, unet=dict(ch=16))
     _train(tmp_path / "run", root, steps=2)  # the same settings with a longer run continue
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        _train(tmp_path / "run", root, steps=3, resume=False)
+    # a checkpoint whose weights do not fit the configuration it records
+    state = _state(tmp_path / "run" / "checkpoint.pt")
+    state["extra"]["config"]["unet"]["ch"] = 16
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="does not match the configuration it records"):
+        scale.load(str(tmp_path / "other.pt"))
 
 
 def test_world_size_checks(tiny, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import urllib.error
 
 import torch
 
@@ -274,10 +275,10 @@ def cifar10(split: str = "train", root: str | None = None, download: bool = Fals
                                 "cifar10(download=True) or `python -m course_utils.scale download`")
     try:
         ds = CIFAR10(root, train=(split == "train"), download=download)
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-        raise ValueError(f"root: the CIFAR-10 files in {folder!r} are incomplete or corrupt (an MD5 check "
-                         "failed); delete the folder and download again") from err
-    except OSError as err:  # URLError and socket errors: no network
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted" (a file's MD5 check failed)
+        raise ValueError(f"root: the CIFAR-10 files in {folder!r} (or the archive just downloaded into {root!r}) "
+                         "are incomplete or corrupt: an MD5 check failed; delete them and download again") from err
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:  # no network
         raise ConnectionError(f"download: CIFAR-10 could not be downloaded to {root!r} ({err}); "
                               f"copy cifar-10-python.tar.gz there from a machine with a network, or "
                               "unpack it into cifar-10-batches-py/") from err

@@ -6,27 +6,31 @@
     python -m course_utils.scale sample runs/ddpm/checkpoint.pt --n 50000 --steps 100 --out runs/ddpm/samples.npz
     python -m course_utils.scale fid runs/ddpm/samples.npz                  # against CIFAR-10's training set
 
-Training is DDPM's recipe (Ho et al. 2020, Appendix B): L_simple on the linear schedule with N = 1000,
-Adam at 2e-4 after a linear warm-up, gradient norms clipped at 1, an EMA of the weights for sampling,
-random horizontal flips. On CUDA the forward pass runs under bf16 autocast (the loss in float32).
-Re-running the same ``train`` command continues from ``OUT/checkpoint.pt`` exactly where it stopped:
-every random draw of step k (the batch, t, eps, the flips, dropout) is a function of (seed, k), so a
-resumed run is the uninterrupted run, parameter for parameter.
+Training follows the DDPM paper and its released code (Ho et al. 2020): L_simple (the squared error of
+the noise, averaged over pixels) on the linear schedule with N = 1000, Adam at 2e-4 after a linear
+warm-up, gradient norms clipped at 1, an EMA of the weights for sampling, random horizontal flips.
+On CUDA the network runs under bf16 autocast (where the GPU supports bf16 natively); the loss is float32.
+Re-running the same ``train`` command continues from ``OUT/checkpoint.pt`` where it stopped: every
+random draw of step k (the batch, t, eps, the flips, dropout) is a function of (seed, k, rank), so on a
+CPU a resumed run is the uninterrupted run, bit for bit (on a GPU, up to its non-deterministic kernels).
 
-Several processes (``torchrun``) split every global batch between them: ``ShardedBatches`` draws the
-same global batch of ``batch`` images on every process and each takes its 1/world share, so a run on
-8 GPUs computes the same gradients as one GPU would on the whole batch (DistributedDataParallel
-averages them); rank 0 alone logs, draws sample grids and writes checkpoints.
+Several processes (``torchrun``) split every global batch between them: ``ShardedBatches`` gives every
+process the same global batch of ``batch`` images, t, eps and flips, and each takes its 1/world share,
+so DistributedDataParallel's average of their gradients is the gradient one process would compute on
+the whole batch (dropout's masks are drawn per process, so with dropout > 0 runs on different numbers
+of GPUs agree in distribution, not draw for draw); rank 0 alone logs, draws sample grids and saves.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import hashlib
 import json
 import math
 import os
+import pickle
 import sys
 import time
+import urllib.error
 
 import numpy as np
 import torch
@@ -41,7 +45,7 @@ from .schedules import DiscreteSchedule, linear_betas
 from .train import EMA, load_checkpoint, save_checkpoint
 
 __all__ = ["CONFIGS", "make_config", "ShardedBatches", "world_info", "check_world", "shard_loss", "train",
-           "load", "sample", "SAMPLERS", "save_images", "read_images", "fid", "InceptionWeightsUnavailable"]
+           "load", "sample", "SAMPLERS", "to_uint8", "save_images", "read_images", "fid", "InceptionWeightsUnavailable"]
 
 _SCHEDULE = dict(kind="linear", N=1000, beta_start=1e-4, beta_end=0.02)
 CONFIGS = {
@@ -107,9 +111,10 @@ def check_world(batch: int, world: int, local_world: int, device_type: str, n_de
 class ShardedBatches:
     """A distributed sampler by global batches: epoch e is a permutation of the n images drawn from
     (seed, e); global batch k of the epoch is its k-th slice of ``batch`` indices (the last partial slice
-    is dropped) and process ``rank`` takes the rank-th of ``world`` equal shares. Unlike torch's
-    DistributedSampler (which deals indices round-robin), the global batches do not depend on the number
-    of processes: the same run on 1 or 8 GPUs sees the same data at every step."""
+    is dropped) and process ``rank`` takes the rank-th of ``world`` equal, contiguous shares. The global
+    batches, in order, do not depend on the number of processes, so ``shard_loss`` can draw t, eps and
+    the flips for the global batch and slice them the same way (torch's DistributedSampler gives the same
+    sets of images, dealt round-robin, but leaves every other draw to each process)."""
 
     def __init__(self, n: int, batch: int, seed: int, rank: int = 0, world: int = 1):
         if batch > n:
@@ -135,7 +140,9 @@ def _step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 def shard_loss(model, schedule: DiscreteSchedule, images: torch.Tensor, batches: ShardedBatches, step: int,
                flip: bool = True, autocast: bool = False) -> torch.Tensor:
-    """L_simple on this process's share of global batch ``step`` (a scalar; Eq. 3.12 of chapter 3).
+    """L_simple on this process's share of global batch ``step``: ``eps_loss`` (chapter 3's Eq. 3.12, a
+    sum over pixels) divided by the number of pixels, as DDPM's code averages, so that clipping the
+    gradient norm at 1 only acts on unusually large steps. A scalar; 1 for a network that predicts 0.
 
     ``images`` uint8 (N, 3, H, W) on the training device. t, eps and the flips are drawn for the whole
     global batch from a generator seeded by (seed, step) and sliced like the images, so the shares of all
@@ -155,10 +162,18 @@ def shard_loss(model, schedule: DiscreteSchedule, images: torch.Tensor, batches:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             return model(x, t).float()
 
-    return eps_loss(eps_fn, x0, schedule, t=schedule.time(k - 1), eps=eps).mean()
+    return eps_loss(eps_fn, x0, schedule, t=schedule.time(k - 1), eps=eps).mean() / x0[0].numel()
 
 
 # ------------------------------------------------------------------------------ training
+def _native_bf16() -> bool:
+    """Whether this GPU computes in bf16 natively (Ampere and later); older ones only emulate it, slowly."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch: no emulation argument
+        return torch.cuda.is_bf16_supported()
+
+
 def _same_run(saved: dict, config: dict, path: str) -> None:
     diff = sorted(k for k in set(saved) | set(config) if k not in _RUN_LENGTH and saved.get(k) != config.get(k))
     if diff:
@@ -189,6 +204,10 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     config = make_config(config, **overrides) if isinstance(config, str) else dict(config)
     if steps is not None:
         config["steps"] = steps
+    if isinstance(config["steps"], bool) or not isinstance(config["steps"], int) or config["steps"] < 1:
+        raise ValueError(f"steps must be a positive int, got {config['steps']!r}")
+    if not (isinstance(config["lr"], (int, float)) and math.isfinite(config["lr"]) and config["lr"] > 0):
+        raise ValueError(f"lr must be a positive number, got {config['lr']!r}")
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes!r}")
     rank, local_rank, world, local_world = world_info()
@@ -197,18 +216,19 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
         dev = torch.device("cuda", local_rank)
     n_dev = torch.cuda.device_count() if dev.type == "cuda" else 0
     check_world(config["batch"], world, local_world, dev.type, n_dev)
-    distributed = world > 1
+    distributed, own_group = world > 1, False
     if distributed:
         import torch.distributed as dist
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            own_group = True
     main = rank == 0
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions once
-    autocast = bool(config["bf16"]) and dev.type == "cuda"
+    autocast = bool(config["bf16"]) and dev.type == "cuda" and _native_bf16()
 
     if images is None:
         if download and main:
@@ -221,7 +241,7 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     torch.manual_seed(config["seed"])  # the same initial weights on every process
     model = UNet(**config["unet"]).to(dev)
     ema = EMA(model, decay=config["ema"])
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"], fused=dev.type == "cuda")
     path, start, seconds = os.path.join(out, CHECKPOINT), 0, 0.0
     if not resume and os.path.isfile(path):
         raise FileExistsError(f"out: {out!r} already holds a run ({CHECKPOINT}); continue it (resume=True, the "
@@ -277,7 +297,11 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
         window.append(last)
         bar.update(1)
         if step % config["log_every"] == 0 or step == config["steps"]:
-            mean = torch.stack(window).mean().item()
+            mean = torch.stack(window).mean()
+            if distributed:  # every process logs at the same steps: average over all of them
+                dist.all_reduce(mean)
+                mean = mean / world
+            mean = mean.item()
             if not math.isfinite(mean):
                 raise FloatingPointError(f"the loss became {mean} before step {step}")
             rate = len(window) * config["batch"] / (time.time() - t_log)
@@ -301,6 +325,8 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
         save(step)
     if step % config["sample_every"] and step > start:
         grid(step)
+    if own_group:
+        dist.destroy_process_group()
     return dict(step=step, seconds=seconds + elapsed, checkpoint=path, loss=last.item(),
                 images_per_s=(step - start) * config["batch"] / max(elapsed, 1e-9))
 
@@ -332,7 +358,9 @@ def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", 
            progress: bool = True) -> torch.Tensor:
     """``n`` images from ``model`` with a course sampler ("ddpm": all N steps; "ddim", "heun", "dpm2m":
     ``steps`` steps), ``batch`` at a time on ``device``, as uint8 (n, C, H, W) in 0..255. The noise of
-    image j depends only on ``seed`` and j (or is ``x_T``), not on ``batch``."""
+    image j depends only on ``seed`` and j (or is ``x_T``), not on ``batch``, so DDIM (eta = 0), Heun and
+    DPM-Solver++(2M) give the same images for any ``batch``; DDPM's fresh noise at every step comes from one
+    generator seeded by ``seed`` that runs on across batches, so its images depend on ``batch`` too."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     for name, v in (("n", n), ("steps", steps), ("batch", batch)):
@@ -350,6 +378,7 @@ def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", 
     fn, takes_steps = SAMPLERS[sampler]
     kw = dict(n_steps=steps) if takes_steps else {}
     out = torch.empty((n, C, size, size), dtype=torch.uint8)
+    g = torch.Generator(dev).manual_seed(seed)  # the stochastic samplers' draws, one stream for all batches
     for lo in tqdm(range(0, n, batch), desc=f"sampling ({sampler})", disable=not progress):
         hi = min(n, lo + batch)
         if x_T is None:
@@ -358,12 +387,16 @@ def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", 
                                  for j in range(lo, hi)])
         else:
             noise = x_T[lo:hi]
-        g = torch.Generator(dev).manual_seed(seed)  # the stochastic samplers' draws
         if sampler in ("ddpm", "ddim"):
             kw["generator"] = g
         x = fn(schedule, eps_model, noise.to(dev), **kw)
-        out[lo:hi] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        out[lo:hi] = to_uint8(x).cpu()
     return out
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] to 0..255 (values outside are clipped): -1 -> 0, 0 -> 128, 1 -> 255."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def save_images(images: torch.Tensor, out: str) -> str:
@@ -416,11 +449,14 @@ def _batches(x, batch):
 
 
 def fid(images: torch.Tensor, reference: torch.Tensor, *, device=None, batch: int = 500, feature=None,
-        progress: bool = False) -> float:
+        reference_cache: str | None = None, progress: bool = False) -> float:
     """The Frechet Inception distance (Heusel et al. 2017) between uint8 (n, 3, H, W) ``images`` and
     ``reference`` by torchmetrics' FrechetInceptionDistance, with torch-fidelity's port of the original
     TensorFlow Inception network (2048 pool features; images resized to 299 as the original does).
     ``feature``: another feature network (an nn.Module mapping uint8 images to (n, d)), for tests.
+    ``reference_cache``: a file for the reference's feature statistics: read when it exists and was made
+    from the same reference images and feature network, else computed and written (the CLI caches
+    CIFAR-10's in data/cache/, which saves encoding 50,000 images on every call).
 
     The Inception weights (about 100 MB) are downloaded on first use into torch's hub cache; without a
     network this raises ``InceptionWeightsUnavailable`` with a one-line explanation."""
@@ -432,20 +468,41 @@ def fid(images: torch.Tensor, reference: torch.Tensor, *, device=None, batch: in
         if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3 or len(x) < 2:
             raise ValueError(f"{name} must be at least 2 uint8 RGB images (n, 3, H, W), got "
                              f"{getattr(x, 'dtype', type(x).__name__)} {tuple(getattr(x, 'shape', ()))}")
+    hub = os.path.join(torch.hub.get_dir(), "checkpoints")
     try:
-        with contextlib.redirect_stderr(open(os.devnull, "w")):  # torch-fidelity prints the download to stderr
-            metric = FrechetInceptionDistance(feature=2048 if feature is None else feature)
-    except OSError as err:  # urllib's URLError and socket errors
-        hub = os.path.join(torch.hub.get_dir(), "checkpoints")
+        metric = FrechetInceptionDistance(feature=2048 if feature is None else feature)
+    except ModuleNotFoundError as err:
+        raise ImportError(f"fid needs torch-fidelity for the Inception network ({err}): pip install -r "
+                          "requirements.txt") from err
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
         raise InceptionWeightsUnavailable(
             f"FID needs the Inception weights (pt_inception-2015-12-05-6726825d.pth, from github.com), which could "
             f"not be downloaded ({getattr(err, 'reason', err)}): connect once, or copy the file into {hub}") from None
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # a truncated or corrupt cached file
+        raise InceptionWeightsUnavailable(f"the cached Inception weights in {hub} are unreadable ({str(err)[:120]}): "
+                                          "delete pt_inception-2015-12-05-6726825d.pth there and run again") from None
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     metric = metric.to(dev)
+    names = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+    cached, key = None, None
+    if reference_cache is not None:
+        key = hashlib.sha1(reference.contiguous().numpy().tobytes()).hexdigest() + type(metric.inception).__name__
+        if os.path.isfile(reference_cache):
+            cached = torch.load(reference_cache, map_location=dev, weights_only=True)
+            if cached.get("key") != key:
+                cached = None  # statistics of other images or another network: recompute
+    if cached is not None:
+        for k in names:
+            setattr(metric, k, cached[k].to(dev))
     for real, x in ((True, reference), (False, images)):
+        if real and cached is not None:
+            continue
         for chunk in tqdm(list(_batches(x, batch)), desc="FID " + ("reference" if real else "samples"),
                           disable=not progress):
             metric.update(chunk.to(dev), real=real)
+    if reference_cache is not None and cached is None:
+        os.makedirs(os.path.dirname(os.path.abspath(reference_cache)), exist_ok=True)
+        torch.save(dict({k: getattr(metric, k).cpu() for k in names}, key=key), reference_cache)
     return float(metric.compute())
 
 
@@ -511,9 +568,11 @@ def main(argv=None) -> int:
         elif args.command == "fid":
             images = read_images(args.samples)
             reference, _ = cifar10("train", args.data)
-            print(f"FID {fid(images, reference, batch=args.batch, progress=True):.2f} "
+            cache = os.path.join(args.data or DATA_CACHE, "fid_inception_cifar10_train.pt")
+            print(f"FID {fid(images, reference, batch=args.batch, reference_cache=cache, progress=True):.2f} "
                   f"({len(images)} samples against {len(reference)} CIFAR-10 training images)")
-    except (InceptionWeightsUnavailable, FileNotFoundError, FileExistsError, ValueError, ConnectionError) as err:
+    except (InceptionWeightsUnavailable, ImportError, FileNotFoundError, FileExistsError, ValueError,
+            ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

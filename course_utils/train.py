@@ -31,8 +31,11 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for pe, p in zip(self.model.parameters(), model.parameters()):
-            pe.lerp_(p.detach(), 1.0 - self.decay)
+        ema_params = list(self.model.parameters())
+        params = [p.detach() for p in model.parameters()]
+        if len(ema_params) != len(params):
+            raise ValueError("model must have the parameters of the model the EMA was made from")
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)  # one fused kernel per device, not one per tensor
         for be, b in zip(self.model.buffers(), model.buffers()):
             be.copy_(b)
 

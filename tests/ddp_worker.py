@@ -2,7 +2,7 @@
 
 1. Each process computes the gradient of L_simple on its share of global batch 3 through
    DistributedDataParallel; rank 0 saves the averaged gradients to OUT/grads.pt.
-2. Both processes train for two steps through course_utils.scale.train into OUT/run.
+2. Both processes train for two steps through course_utils.scale.train into OUT/run, then resume to three.
 """
 import os
 import sys
@@ -31,4 +31,5 @@ scale.shard_loss(model, scale._schedule(config), images, batches, step=3).backwa
 if rank == 0:
     torch.save({n: p.grad for n, p in model.module.named_parameters()}, os.path.join(out, "grads.pt"))
 scale.train(config, os.path.join(out, "run"), steps=2, data_root=root, progress=False)
+scale.train(config, os.path.join(out, "run"), steps=3, data_root=root, progress=False)  # resumed under DDP
 dist.destroy_process_group()

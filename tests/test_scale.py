@@ -184,6 +184,13 @@ def test_sampling_shapes_range_and_batching(trained, tmp_path):
         x = scale.sample(model, schedule, 5, sampler=name, steps=4, batch=2, progress=False)
         assert x.dtype == torch.uint8 and x.shape == (5, 3, 32, 32)
         assert x.float().std() > 0
+    # DDPM draws fresh noise at every step: two images that start from the same x_T in different batches
+    # must still end apart (one noise stream across batches, not the same stream restarted per batch)
+    x_T = torch.randn(2, 3, 32, 32).repeat(2, 1, 1, 1)  # images 0 and 2 share their start, as do 1 and 3
+    d = scale.sample(model, schedule, 4, sampler="ddpm", batch=2, x_T=x_T, progress=False)
+    assert not torch.equal(d[0], d[2]) and not torch.equal(d[1], d[3])
+    e = scale.sample(model, schedule, 4, sampler="ddim", steps=4, batch=2, x_T=x_T, progress=False)
+    assert torch.equal(e[0], e[2])  # deterministic: the same start gives the same image
     a = scale.sample(model, schedule, 5, sampler="ddim", steps=4, batch=5, progress=False)
     b = scale.sample(model, schedule, 5, sampler="ddim", steps=4, batch=2, progress=False)
     assert torch.equal(a, b)  # image j's noise depends on (seed, j) only
@@ -197,6 +204,23 @@ def test_sampling_shapes_range_and_batching(trained, tmp_path):
     save_checkpoint(bad, model)
     with pytest.raises(ValueError, match="not a checkpoint written by course_utils.scale.train"):
         scale.load(bad)
+
+
+def test_to_uint8_maps_the_data_range():
+    x = torch.tensor([-3.0, -1.0, -0.999, 0.0, 0.5, 1.0, 2.0])
+    assert scale.to_uint8(x).tolist() == [0, 0, 0, 128, 191, 255, 255]
+    back = scale.to_uint8(torch.arange(256) / 127.5 - 1)  # every level of a CIFAR image survives the trip
+    assert torch.equal(back, torch.arange(256, dtype=torch.uint8))
+
+
+def test_minutes_stop_and_bad_lengths(tiny, tmp_path):
+    root, _ = tiny
+    r = _train(tmp_path / "run", root, steps=1000, minutes=1e-6)  # the clock is read every 10 steps
+    assert r["step"] == 10 and _state(r["checkpoint"])["step"] == 10
+    for bad in (dict(steps=0), dict(lr=0.0), dict(minutes=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            _train(tmp_path / "bad", root, **bad)
+    assert scale.main(["download", "--data", root]) == 0  # an intact copy is used, nothing is fetched
 
 
 def test_command_line_sample_and_fid_offline(trained, tmp_path, monkeypatch, capsys):
@@ -224,23 +248,32 @@ class _Features(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.proj = torch.nn.Linear(3 * 8 * 8, 6)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.proj = torch.nn.Linear(3 * 8 * 8, 6)
 
     def forward(self, x):
         x = torch.nn.functional.avg_pool2d(x.float() / 255, 4).flatten(1)
         return self.proj(x)
 
 
-def test_fid_pipeline_against_the_course_frechet_distance(tiny):
+def test_fid_pipeline_against_the_course_frechet_distance(tiny, tmp_path):
     root, _ = tiny
     real, _ = cifar10("train", root)
-    fake = (real.float() * 0.5 + 60).round().to(torch.uint8)
+    fake = (real.float() * 0.5).round().to(torch.uint8)
     feat = _Features()
     got = scale.fid(fake, real, feature=feat, batch=7, device="cpu")
     with torch.no_grad():
         want = frechet_distance(feat(fake).double(), feat(real).double())
     assert got == pytest.approx(float(want), rel=1e-3)
-    assert got > 1e-3 and scale.fid(real, real, feature=feat, device="cpu") == pytest.approx(0, abs=1e-3)
+    assert got > 0.05 and scale.fid(real, real, feature=feat, device="cpu") == pytest.approx(0, abs=1e-3)
+    cache = str(tmp_path / "ref.pt")
+    assert scale.fid(fake, real, feature=feat, batch=7, reference_cache=cache) == pytest.approx(got, rel=1e-6)
+    assert scale.fid(fake, real, feature=feat, batch=7, reference_cache=cache) == pytest.approx(got, rel=1e-6)
+    other = 255 - real  # another reference set of the same size must not reuse the cached statistics
+    want_other = scale.fid(fake, other, feature=feat)
+    assert scale.fid(fake, other, feature=feat, reference_cache=cache) == pytest.approx(want_other, rel=1e-6)
+    assert abs(want_other - got) > 1e-3  # so that reusing the cache would have failed the line above
     with pytest.raises(ValueError, match="images must be at least 2 uint8 RGB images"):
         scale.fid(real.float(), real, feature=feat)
 
@@ -265,6 +298,10 @@ def test_two_gloo_processes_match_one_process_on_the_joint_batch(tiny, tmp_path)
     for n, p in model.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6)
     assert sum(float(g.abs().sum()) for g in grads.values()) > 0
+    # the two processes trained 2 steps, then resumed to 3: the run one process makes on the same data
     state = _state(out / "run" / "checkpoint.pt")
-    assert state["step"] == 2 and state["extra"]["world_size"] == 2
+    assert state["step"] == 3 and state["extra"]["world_size"] == 2
     assert sorted(os.listdir(out / "run")) == ["checkpoint.pt", "config.json", "log.jsonl", "samples"]
+    single = _state(_train(tmp_path / "single", root, steps=3)["checkpoint"])
+    for k, v in single["model"].items():
+        torch.testing.assert_close(state["model"][k], v, rtol=1e-4, atol=1e-6)

@@ -31,7 +31,7 @@ from .ode import ODE_ATOL, ODE_RTOL, CNFDynamics, standard_normal_log_prob
 from .tensors import as_time, randn
 
 __all__ = ["TIME_SCALE", "mlp", "sinusoidal_features", "TimeEmbedding", "TimeMLP", "ScoreMLP", "CNF",
-           "ResBlock", "Attention", "Downsample", "Upsample", "UNet", "DigitClassifier"]
+           "ResBlock", "Attention", "Downsample", "Upsample", "UNet", "DigitClassifier", "TimeClassifier"]
 
 TIME_SCALE = 1000.0
 """Continuous t in [0, 1] is multiplied by this before the sinusoidal features, so that the
@@ -434,3 +434,40 @@ class DigitClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class TimeClassifier(nn.Module):
+    """A noise-aware classifier p(y | x_t, t) for classifier guidance (chapter 4): the UNet's down path
+    (time-embedded ResBlocks, a Downsample between resolutions), then GroupNorm, SiLU, global average
+    pooling and a linear layer. (B, C, H, W), t (B,) continuous -> (B, n_classes) logits."""
+
+    def __init__(self, in_ch: int = 1, ch: int = 32, ch_mult=(1, 2), n_res: int = 2, n_classes: int = 10,
+                 dropout: float = 0.1, groups: int = 8, time_scale: float = TIME_SCALE):
+        super().__init__()
+        for name, v in (("in_ch", in_ch), ("ch", ch), ("n_res", n_res), ("n_classes", n_classes)):
+            check_positive_int(name, v)
+        ch_mult = tuple(int(m) for m in ch_mult)
+        emb_dim = 4 * ch
+        self.in_ch, self.n_classes = in_ch, n_classes
+        self.time_embed = nn.Sequential(TimeEmbedding(ch, scale=time_scale), nn.Linear(ch, emb_dim))
+        self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
+        blocks, c = [], ch
+        for level, mult in enumerate(ch_mult):
+            for _ in range(n_res):
+                blocks.append(ResBlock(c, ch * mult, emb_dim, dropout, groups))
+                c = ch * mult
+            if level < len(ch_mult) - 1:
+                blocks.append(Downsample(c))
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Sequential(_norm(c, groups), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(c, n_classes))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, ndim=4)
+        if x.shape[1] != self.in_ch:
+            raise ValueError(f"x has {x.shape[1]} channels, but this classifier was built for in_ch={self.in_ch}")
+        emb = self.time_embed(as_time(t, x, allow_int=False)).to(x.dtype)
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h, emb) if isinstance(block, ResBlock) else block(h)
+        return self.head(h)

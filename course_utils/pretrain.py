@@ -5,6 +5,8 @@
     python -m course_utils.pretrain cnf_gmm --out /tmp/x.pt --iters 50
     python -m course_utils.pretrain digit_classifier   # chapter 3's judge of digit samples (under a minute)
     python -m course_utils.pretrain ddpm_digits        # chapter 3's DDPM U-Net on 8x8 digits (about 25 min)
+    python -m course_utils.pretrain cfg_digits         # chapter 4's class-conditional U-Net (labels dropped 20%)
+    python -m course_utils.pretrain noisy_digit_classifier  # chapter 4's p(y | x_t, t) for classifier guidance
 
 Each entry records its configuration, the number of iterations and the training time in the
 checkpoint's ``extra`` so the notebook that loads it can rebuild the model and report them.
@@ -21,14 +23,15 @@ import torch
 from . import CHECKPOINT_DIR, seed_everything
 from .data import digits, example_mixture
 from .losses import eps_loss
-from .nets import CNF, DigitClassifier, TimeMLP, UNet
+from .nets import CNF, DigitClassifier, TimeClassifier, TimeMLP, UNet
 from .schedules import DiscreteSchedule, cosine_betas, linear_betas
 from .train import EMA, load_checkpoint, save_checkpoint, train
 
 __all__ = ["CNF_GMM_CONFIG", "CNF_GMM_HUTCHINSON_CONFIG", "make_cnf", "pretrain_cnf_gmm", "pretrain_cnf_gmm_hutchinson",
            "DIGIT_CLASSIFIER_CONFIG", "make_digit_classifier", "pretrain_digit_classifier",
            "DDPM_DIGITS_CONFIG", "make_unet", "make_schedule", "pretrain_ddpm_digits",
-           "load_pretrained", "check_trained_schedule", "checkpoint_path"]
+           "load_pretrained", "check_trained_schedule", "checkpoint_path", "CFG_DIGITS_CONFIG", "pretrain_cfg_digits",
+           "NOISY_CLASSIFIER_CONFIG", "make_time_classifier", "noisy_accuracy", "pretrain_noisy_digit_classifier"]
 
 # Chapter 0: a CNF (FFJORD with the exact trace: D = 2) on the course's 2-D Gaussian mixture.
 CNF_GMM_CONFIG = dict(hidden=64, n_layers=3, T=1.0, rtol=1e-4, atol=1e-4, iters=1500, batch=512,
@@ -158,8 +161,15 @@ def make_schedule(config: dict) -> DiscreteSchedule:
 def pretrain_ddpm_digits(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
     """Train the chapter-3 DDPM U-Net on the digits' training split with L_simple and save its EMA
     weights (the ones used for sampling) with the configuration and the training time."""
-    config = _start(DDPM_DIGITS_CONFIG, iters)
-    x_train, _ = digits("train")
+    return _pretrain_digits_unet(DDPM_DIGITS_CONFIG, "ddpm_digits", path, iters, progress)
+
+
+def _pretrain_digits_unet(default: dict, name: str, path, iters, progress) -> dict:
+    """L_simple on the digits for the U-Net of ``default``; with ``n_classes`` in its UNet config, the
+    label is given and replaced by the "no label" index with probability ``p_uncond`` (classifier-free
+    guidance's training)."""
+    config = _start(default, iters)
+    x_train, y_train = digits("train")
     schedule = make_schedule(config)
     model = make_unet(config)
     ema = EMA(model, decay=config["ema"])
@@ -169,20 +179,87 @@ def pretrain_ddpm_digits(path: str | None = None, iters: int | None = None, prog
         1 + math.cos(math.pi * min(k, steps) / steps)))
 
     def loss_fn(step):
-        x0 = x_train[torch.randint(0, len(x_train), (config["batch"],))]
-        return eps_loss(model, x0, schedule).mean()  # L_simple: t = k / N, k uniform in 1..N
+        idx = torch.randint(0, len(x_train), (config["batch"],))
+        if not model.n_classes:
+            return eps_loss(model, x_train[idx], schedule).mean()  # L_simple: t = k / N, k uniform in 1..N
+        y = y_train[idx].clone()
+        y[torch.rand(len(y)) < config["p_uncond"]] = model.null_label  # the label dropped: p(x) learned too
+        return eps_loss(lambda x, t: model(x, t, y), x_train[idx], schedule).mean()
 
     out = train(model, loss_fn, opt, steps, ema=ema, grad_clip=config["grad_clip"], scheduler=sched,
-                progress=progress, desc="DDPM on digits")
-    path = path or checkpoint_path("ddpm_digits")
+                progress=progress, desc=f"{name} on digits")
+    path = path or checkpoint_path(name)
     save_checkpoint(path, ema.model, step=steps, config=config, losses=out["losses"][::10],
                     seconds=out["seconds"], torch_version=str(torch.__version__))
     return {"path": path, "seconds": out["seconds"], "final_loss": sum(out["losses"][-200:]) / 200}
 
 
+# Chapter 4: the class-conditional U-Net of classifier-free guidance (the chapter-3 recipe, labels dropped 20%
+# of the time) and the noise-aware classifier of classifier guidance.
+CFG_DIGITS_CONFIG = dict(DDPM_DIGITS_CONFIG, unet=dict(DDPM_DIGITS_CONFIG["unet"], n_classes=10), p_uncond=0.2)
+
+
+def pretrain_cfg_digits(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The chapter-4 class-conditional U-Net for classifier-free guidance (EMA weights saved)."""
+    return _pretrain_digits_unet(CFG_DIGITS_CONFIG, "cfg_digits", path, iters, progress)
+
+
+NOISY_CLASSIFIER_CONFIG = dict(net=dict(in_ch=1, ch=32, ch_mult=(1, 2), n_res=2, n_classes=10, dropout=0.1,
+                                        groups=8),
+                               schedule=DDPM_DIGITS_CONFIG["schedule"], steps=10000, batch=256, lr=2e-3,
+                               weight_decay=0.01, shift=1, seed=0, eval_indices=(0, 99, 299, 499, 699, 999))
+
+
+def make_time_classifier(config: dict) -> TimeClassifier:
+    return TimeClassifier(**config["net"])
+
+
+def noisy_accuracy(model, schedule: DiscreteSchedule, x: torch.Tensor, y: torch.Tensor, index: int,
+                   draws: int = 4, seed: int = 0) -> float:
+    """The accuracy of a noise-aware classifier on x noised to code index ``index`` (``draws`` noises each)."""
+    g = torch.Generator().manual_seed(seed)
+    t = schedule.time(torch.full((len(x),), index), dtype=x.dtype)
+    hits = 0
+    with torch.no_grad():
+        for _ in range(draws):
+            xt = schedule.perturb(x, t, torch.randn(x.shape, generator=g))
+            hits += (model(xt, t).argmax(1) == y).sum().item()
+    return hits / (draws * len(x))
+
+
+def pretrain_noisy_digit_classifier(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Train p(y | x_t, t) on digits noised by DDPM's forward process at t uniform over the N steps
+    (random 1-pixel shifts, AdamW, cosine decay); record held-out accuracy at several noise levels."""
+    config = _start(NOISY_CLASSIFIER_CONFIG, iters)
+    x_train, y_train = digits("train")
+    schedule, model = make_schedule(config), make_time_classifier(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config["steps"])
+
+    def loss_fn(step):
+        idx = torch.randint(0, len(x_train), (config["batch"],))
+        x0 = _random_shift(x_train[idx], config["shift"])
+        t = schedule.sample_times(len(x0), like=x0)
+        xt = schedule.perturb(x0, t, torch.randn_like(x0))
+        return torch.nn.functional.cross_entropy(model(xt, t), y_train[idx])
+
+    out = train(model, loss_fn, opt, config["steps"], scheduler=sched, progress=progress,
+                desc="noise-aware digit classifier")
+    model.eval()
+    x_test, y_test = digits("test")
+    accuracy = {i: noisy_accuracy(model, schedule, x_test, y_test, i) for i in config["eval_indices"]}
+    path = path or checkpoint_path("noisy_digit_classifier")
+    save_checkpoint(path, model, step=config["steps"], config=config, losses=out["losses"][::10],
+                    seconds=out["seconds"], held_out_accuracy={str(k): v for k, v in accuracy.items()},
+                    torch_version=str(torch.__version__))
+    return {"path": path, "seconds": out["seconds"], "final_loss": sum(out["losses"][-100:]) / 100,
+            "held_out_accuracy": accuracy}
+
+
 _BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm), "cnf_gmm_hutchinson": (make_cnf, pretrain_cnf_gmm_hutchinson),
              "digit_classifier": (make_digit_classifier, pretrain_digit_classifier),
-             "ddpm_digits": (make_unet, pretrain_ddpm_digits)}
+             "ddpm_digits": (make_unet, pretrain_ddpm_digits), "cfg_digits": (make_unet, pretrain_cfg_digits),
+             "noisy_digit_classifier": (make_time_classifier, pretrain_noisy_digit_classifier)}
 
 
 def load_pretrained(name: str, path: str | None = None):
@@ -218,6 +295,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     result = _BUILDERS[args.name][1](args.out, args.iters)
     print(f"wrote {result['path']} in {result['seconds']:.0f} s (final loss {result['final_loss']:.4f})")
+    if "held_out_accuracy" in result:
+        print("held-out accuracy:", result["held_out_accuracy"])
     return 0
 
 

@@ -13,6 +13,8 @@ sampler returns a ``Trajectory(ts, xs)``. To count network evaluations, wrap the
 * ``probability_flow_sample``: the probability-flow ODE through torchdiffeq (adaptive or fixed-step).
 * ``ddpm_sample``, ``ddim_sample``, ``ddim_invert``, ``heun_sample``, ``dpm_solver_2m_sample``: chapter 3's
   discrete-time samplers for a noise predictor on a ``DiscreteSchedule`` (defined in ``ddpm.py``).
+* ``langevin``, ``annealed_langevin``: chapter 4's MCMC, which needs a score and no forward process
+  (its signature is ``(score_fn, x, *, ...)``).
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from .sde import SDE, Trajectory, _score, drift_from_score, euler_maruyama
 
 __all__ = ["ddpm_sample", "ddim_sample", "ddim_invert", "heun_sample", "dpm_solver_2m_sample",
            "CallCounter", "reverse_time_grid", "reverse_sde_sample", "naive_reverse_sample",
-           "probability_flow_sample", "slerp", "ode_interpolate", "Trajectory"]
+           "probability_flow_sample", "slerp", "ode_interpolate", "Trajectory", "langevin", "annealed_langevin",
+           "geometric_sigmas"]
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
@@ -193,3 +196,89 @@ def ode_interpolate(sde: SDE, score_fn, z_a: torch.Tensor, z_b: torch.Tensor, *,
     """Decode n noise points between z_a and z_b (slerp at t = T) with the probability-flow ODE: a
     deterministic, continuous path of data points (chapter 2). Returns (n, D)."""
     return probability_flow_sample(sde, score_fn, slerp(z_a, z_b, n), **ode_kwargs)
+
+
+# ------------------------------------------------------------------------------ Langevin MCMC (chapter 4)
+def _positive(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    return float(v)
+
+
+def langevin(score_fn, x: torch.Tensor, *, step_size: float, n_steps: int, temperature: float = 1.0,
+             generator: torch.Generator | None = None, callback=None, return_path: bool = False):
+    """Unadjusted Langevin dynamics (Eq. 4.1): Euler-Maruyama on dX = 1/2 grad log p(X) dt + sqrt(tau) dW,
+
+        x_{k+1} = x_k + (step_size / 2) score(x_k) + sqrt(tau step_size) z_k,   z_k ~ N(0, I),
+
+    whose stationary law is p^(1/tau) / Z as step_size -> 0 (tau = ``temperature``; tau = 1 targets p).
+    At a finite step size it is biased: for a Gaussian target of variance v it settles at variance
+    v / (1 - step_size / (4 v)) (tau = 1). ``score_fn(x)`` takes and returns (B, *D). With
+    ``return_path``, a ``Trajectory`` whose times are k * step_size."""
+    check_tensor("x", x)
+    step_size, temperature = _positive("step_size", step_size), _positive("temperature", temperature)
+    check_positive_int("n_steps", n_steps)
+    ts = torch.arange(n_steps + 1, dtype=torch.float64) * step_size
+
+    def f(x_, t):
+        s = score_fn(x_)
+        if not isinstance(s, torch.Tensor) or s.shape != x_.shape:
+            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+            raise ValueError(f"score_fn must return the shape of x {tuple(x_.shape)}, got {got}")
+        return 0.5 * s
+
+    return euler_maruyama(f, lambda x_, t: math.sqrt(temperature), x, ts, generator=generator,
+                          return_path=return_path, callback=callback)
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> torch.Tensor:
+    """NCSN's noise ladder: n levels from sigma_max down to sigma_min with a constant ratio (float64, CPU)."""
+    sigma_max, sigma_min = _positive("sigma_max", sigma_max), _positive("sigma_min", sigma_min)
+    check_positive_int("n", n)
+    if sigma_min >= sigma_max or n < 2:
+        raise ValueError(f"need sigma_max > sigma_min and n >= 2, got {sigma_max}, {sigma_min}, {n}")
+    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64))
+
+
+def annealed_langevin(score_fn, x: torch.Tensor, *, sigmas, n_steps_each: int, step_lr: float,
+                      denoise: bool = False, generator: torch.Generator | None = None, callback=None,
+                      return_path: bool = False):
+    """Annealed Langevin dynamics (Song and Ermon 2019, Algorithm 1): for each noise level sigma_i of the
+    decreasing ladder ``sigmas``, ``n_steps_each`` Langevin steps on the noised density p_sigma_i with
+    step size alpha_i = step_lr * sigma_i^2 / sigma_L^2 (sigma_L the smallest), each level starting where
+    the last ended. ``score_fn(x, sigma)`` gets sigma as a (B,) tensor in x's dtype.
+
+    ``denoise``: finish with one Tweedie step x + sigma_L^2 score(x, sigma_L), the posterior mean of the
+    clean data given the last noisy sample (it removes the sigma_L noise Langevin leaves). ``callback``
+    gets ``dict(i, t, x, sigma, level)`` before every step; ``return_path`` gives all states (times: step
+    counts)."""
+    check_tensor("x", x)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten().cpu()
+    if len(sigmas) < 1 or not torch.isfinite(sigmas).all() or (sigmas <= 0).any() or \
+            (len(sigmas) > 1 and not (sigmas[1:] < sigmas[:-1]).all()):
+        raise ValueError("sigmas must be a non-empty, strictly decreasing sequence of positive noise levels")
+    check_positive_int("n_steps_each", n_steps_each)
+    step_lr = _positive("step_lr", step_lr)
+    sigma_L = float(sigmas[-1])
+    paths, done = [x] if return_path else None, 0
+    for level, sigma in enumerate(sigmas.tolist()):
+        sig = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
+
+        def cb(info, level=level, sigma=sigma, done=done):
+            callback(dict(info, i=done + info["i"], sigma=sigma, level=level))
+
+        out = langevin(lambda x_, sig=sig: score_fn(x_, sig), x, step_size=step_lr * (sigma / sigma_L) ** 2,
+                       n_steps=n_steps_each, generator=generator, return_path=return_path,
+                       callback=None if callback is None else cb)
+        x = out.xs[-1] if return_path else out
+        if return_path:
+            paths.extend(out.xs[1:])
+        done += n_steps_each
+    if denoise:
+        sig = torch.full((x.shape[0],), sigma_L, dtype=x.dtype, device=x.device)
+        x = x + sigma_L ** 2 * score_fn(x, sig)  # Tweedie: E[x0 | x_sigma_L]
+        if return_path:
+            paths.append(x)
+    if return_path:
+        return Trajectory(torch.arange(len(paths), dtype=torch.float64), torch.stack(paths))
+    return x

@@ -7,7 +7,7 @@ from course_utils.data import example_mixture
 from course_utils.pretrain import checkpoint_path, load_pretrained
 
 
-@pytest.mark.parametrize("name", ["cnf_gmm", "digit_classifier", "ddpm_digits"])
+@pytest.mark.parametrize("name", ["cnf_gmm", "digit_classifier", "ddpm_digits", "cfg_digits", "noisy_digit_classifier"])
 def test_pretrain_is_deterministic(tmp_path, name):
     from course_utils.pretrain import _BUILDERS
     paths = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]

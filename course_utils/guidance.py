@@ -1,0 +1,101 @@
+"""Guidance: wrappers that turn a model into a conditional one (chapter 4). Each takes callables and
+returns a callable with the model's own signature, so every sampler works with it unchanged.
+
+Bayes' rule for the noised densities, grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x), gives
+both kinds (Eq. 4.5):
+
+* ``guided_score`` / ``classifier_guidance``: add w times the gradient of a (time-dependent) classifier's
+  log p(y | x_t, t) to an unconditional score, or equivalently subtract w sigma(t) times it from a noise
+  prediction (Dhariwal and Nichol 2021). w = 1 is the conditional score; w > 1 sharpens p(y | x)^w.
+* ``classifier_free_guidance``: one network trained with and without the label (Ho and Salimans 2022):
+  eps_w = (1 - w) eps(x, t, no label) + w eps(x, t, y). w = 1 is the conditional model; w > 1 extrapolates
+  away from the unconditional one, which by Bayes' rule is guidance by the implicit classifier
+  p(y | x) proportional to p(x | y) / p(x).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import check_tensor
+from .schedules import ForwardProcess, _coef
+
+__all__ = ["classifier_log_prob_grad", "guided_score", "classifier_guidance", "classifier_free_guidance"]
+
+
+def _check_w(w):
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise ValueError(f"w must be a finite number, got {w!r}")
+    return float(w)
+
+
+def _labels(y, x):
+    y = torch.as_tensor(y, device=x.device)
+    if y.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    if y.ndim == 0:
+        y = y.expand(x.shape[0])
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must be a label or have shape (B,) = ({x.shape[0]},), got {tuple(y.shape)}")
+    return y.long()
+
+
+def classifier_log_prob_grad(log_prob_fn, x: torch.Tensor, t: torch.Tensor, y) -> torch.Tensor:
+    """grad_x log p(y | x, t) for each example, (B, *D). ``log_prob_fn(x, t)`` returns (B, K) logits or
+    log-probabilities (log_softmax is applied, which changes neither)."""
+    check_tensor("x", x)
+    y = _labels(y, x)
+    with torch.enable_grad():
+        x_ = x.detach().requires_grad_(True)
+        logits = log_prob_fn(x_, t)
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+            raise ValueError(f"log_prob_fn must return (B, K) logits, got {getattr(logits, 'shape', type(logits))}")
+        if int(y.max()) >= logits.shape[1] or int(y.min()) < 0:
+            raise ValueError(f"y must lie in [0, {logits.shape[1] - 1}] for this classifier's "
+                             f"{logits.shape[1]} classes")
+        chosen = torch.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).sum()
+        return torch.autograd.grad(chosen, x_)[0].to(x.dtype)
+
+
+def guided_score(score_fn, log_prob_fn, y, w: float):
+    """score_w(x, t) = score(x, t) + w grad_x log p(y | x, t) (Eq. 4.6)."""
+    w = _check_w(w)
+
+    def score(x, t):
+        return score_fn(x, t) + w * classifier_log_prob_grad(log_prob_fn, x, t, y)
+    return score
+
+
+def classifier_guidance(eps_fn, log_prob_fn, y, w: float, process: ForwardProcess):
+    """The same guidance for a noise predictor: since score = -eps / sigma(t),
+    eps_w(x, t) = eps(x, t) - w sigma(t) grad_x log p(y | x, t) (Dhariwal and Nichol 2021, Algorithm 2)."""
+    w = _check_w(w)
+    if not isinstance(process, ForwardProcess):
+        raise TypeError(f"process must be a schedules.ForwardProcess, got {type(process).__name__}")
+
+    def eps(x, t):
+        tt = process.check_time(t, x)
+        return eps_fn(x, t) - w * _coef(process.sigma(tt), x) * classifier_log_prob_grad(log_prob_fn, x, t, y)
+    return eps
+
+
+def classifier_free_guidance(model, y, w: float):
+    """eps_w(x, t) = (1 - w) model(x, t, null) + w model(x, t, y) with one batched call of ``model(x, t,
+    cond)`` on 2B inputs. ``model.null_label`` (the course's UNet has it) is the "no label" class; a model
+    without it is called twice, with cond=None for the unconditional half."""
+    w = _check_w(w)
+
+    def eps(x, t):
+        labels = _labels(y, x)
+        t = torch.as_tensor(t, device=x.device)
+        t2 = t.expand(x.shape[0]) if t.ndim == 0 else t
+        null = getattr(model, "null_label", None)
+        if null is None:
+            uncond, cond = model(x, t2, None), model(x, t2, labels)
+        else:
+            both = model(torch.cat([x, x]), torch.cat([t2, t2]),
+                         torch.cat([torch.full_like(labels, null), labels]))
+            uncond, cond = both.chunk(2)
+        return (1 - w) * uncond + w * cond
+    return eps

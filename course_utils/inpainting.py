@@ -1,0 +1,111 @@
+"""Conditioning an *unconditional* noise predictor on known pixels (chapter 4): inpainting by replacement
+and by RePaint's resampling (Lugmayr et al. 2022), and colorization as inpainting in an orthogonal
+basis of the colour channels in which the grey channel is the known one.
+
+``inpaint`` runs DDIM's update (Eq. 3.8; eta = 1 on all N indices is DDPM's Algorithm 2) and after every
+step replaces the known part by a fresh draw from the forward process at the new noise level,
+sqrt(alpha_bar_s) y + sqrt(1 - alpha_bar_s) eps: the known part then has exactly the marginals it would
+have under the model, and the network fills in the rest around it. Replacement alone harmonises poorly
+(the unknown part only ever sees the known part through one step at a time); ``resample = U`` goes
+back up one step (x_i ~ q(x_i | x_s), fresh noise) and repeats it U times, letting both parts agree.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import check_generator, check_positive_int
+from .ddpm import _ab, _check_schedule, _check_timesteps, _check_x, _eps
+from .schedules import DiscreteSchedule
+from .tensors import randn
+
+__all__ = ["inpaint", "grey_basis"]
+
+
+def grey_basis(channels: int = 3, dtype=torch.float64) -> torch.Tensor:
+    """An orthogonal (C, C) matrix whose first row is (1, ..., 1) / sqrt(C): coordinate 0 of ``basis @ rgb``
+    is the grey level (times sqrt(C)) and the others are colour differences orthogonal to it
+    (Gram-Schmidt on the identity). Orthogonal, so N(0, I) noise stays N(0, I) in the new coordinates."""
+    check_positive_int("channels", channels)
+    m = torch.eye(channels, dtype=torch.float64)
+    m[0] = 1.0
+    q, _ = torch.linalg.qr(m.T)  # columns: an orthonormal basis starting with (1, ..., 1) / sqrt(C)
+    q = q * torch.sign(q[0, 0])
+    return q.T.to(dtype)
+
+
+def _to_basis(x, basis):
+    return x if basis is None else torch.einsum("dc,bc...->bd...", basis.to(x), x)
+
+
+def _from_basis(x, basis):
+    return x if basis is None else torch.einsum("dc,bd...->bc...", basis.to(x), x)
+
+
+@torch.no_grad()
+def inpaint(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, mask: torch.Tensor, *, timesteps=None,
+            n_steps: int | None = None, eta: float = 1.0, resample: int = 1, basis: torch.Tensor | None = None,
+            x_T: torch.Tensor | None = None, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Sample the unknown part of ``x_known`` (B, C, H, W) given the part where ``mask`` is 1 (a 0/1 tensor
+    broadcastable to x_known: per pixel, or per channel of ``basis @ x``).
+
+    ``timesteps`` / ``n_steps``: the index grid (as ``ddim_sample``); ``eta``: the DDIM noise (1: ancestral);
+    ``resample``: RePaint's U (1 = plain replacement); ``basis``: an orthogonal (C, C) matrix in whose
+    coordinates ``mask`` applies (``grey_basis()`` for colorization; None: the pixels themselves). The
+    returned images carry the known part exactly (bit-identical pixels when ``basis`` is None).
+    ``callback(dict(i, t, x, x0_hat, u))`` before every network evaluation. N_steps x U evaluations."""
+    _check_schedule(schedule)
+    _check_x("x_known", x_known)
+    check_generator("generator", generator)
+    check_positive_int("resample", resample)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and 0 <= eta <= 1):
+        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    mask = torch.as_tensor(mask, device=x_known.device)
+    try:
+        keep = torch.broadcast_to(mask, x_known.shape).to(torch.bool) if mask.dtype == torch.bool else \
+            torch.broadcast_to(mask, x_known.shape)
+    except RuntimeError as err:
+        raise ValueError(f"mask must broadcast to x_known's shape {tuple(x_known.shape)}, got {tuple(mask.shape)}") \
+            from err
+    if keep.dtype != torch.bool:
+        if not ((keep == 0) | (keep == 1)).all():
+            raise ValueError("mask must hold only 0 and 1 (1 = known)")
+        keep = keep.bool()
+    if basis is not None:
+        basis = torch.as_tensor(basis, dtype=torch.float64)
+        C = x_known.shape[1]
+        if basis.shape != (C, C) or not torch.allclose(basis @ basis.T, torch.eye(C, dtype=torch.float64), atol=1e-6):
+            raise ValueError(f"basis must be an orthogonal ({C}, {C}) matrix (basis @ basis.T = I)")
+    steps = _check_timesteps(schedule, timesteps, n_steps)
+    y = _to_basis(x_known, basis)  # the known values, in the coordinates the mask speaks of
+
+    def merge(x, ab):  # the known part drawn at noise level alpha_bar = ab, the rest from x
+        known = math.sqrt(ab) * y + math.sqrt(1 - ab) * randn(y.shape, like=y, generator=generator) if ab < 1 else y
+        return _from_basis(torch.where(keep, known, _to_basis(x, basis)), basis)
+
+    x = randn(x_known.shape, like=x_known, generator=generator) if x_T is None else x_T
+    if x.shape != x_known.shape:
+        raise ValueError(f"x_T must have x_known's shape {tuple(x_known.shape)}, got {tuple(x.shape)}")
+    for k, i in enumerate(steps):
+        s = steps[k + 1] if k + 1 < len(steps) else -1
+        ab, ab_s = _ab(schedule, i), _ab(schedule, s)
+        for u in range(resample):
+            eps, t = _eps(eps_model, schedule, x, i)
+            x0_hat = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+            if callback is not None:
+                callback(dict(i=k, t=float(t[0]), x=x, x0_hat=x0_hat, u=u))
+            sigma = eta * math.sqrt((1 - ab_s) / (1 - ab)) * math.sqrt(1 - ab / ab_s)
+            x_s = math.sqrt(ab_s) * x0_hat + math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) * eps
+            if sigma > 0:
+                x_s = x_s + sigma * randn(x.shape, like=x, generator=generator)
+            x_s = merge(x_s, ab_s)
+            if u + 1 < resample and s >= 0:  # RePaint: back up to level i through q(x_i | x_s), then redo
+                r = ab / ab_s
+                x = math.sqrt(r) * x_s + math.sqrt(1 - r) * randn(x.shape, like=x, generator=generator)
+            else:
+                break
+        x = x_s
+    if basis is None:
+        x = torch.where(keep, x_known, x)  # exactly the given pixels
+    return x

@@ -91,3 +91,30 @@ def test_checkpoint_schedule_and_shape_mismatches_are_clear_errors(tmp_path):
         check_trained_schedule(DiscreteSchedule(cosine_betas(1000)), extra)
     with pytest.raises(ValueError, match="does not hold"):
         load_pretrained("ddpm_digits", checkpoint_path("digit_classifier"))
+
+
+def test_shipped_noisy_classifier_reads_noisy_held_out_digits():
+    from course_utils.data import digits
+    from course_utils.pretrain import make_schedule, noisy_accuracy
+    model, extra = load_pretrained("noisy_digit_classifier")
+    schedule = make_schedule(extra["config"])
+    x, y = digits("test")
+    clean, mid, pure = (noisy_accuracy(model, schedule, x, y, i, draws=1) for i in (0, 299, 999))
+    assert clean >= 0.97 and mid >= 0.5  # 10 classes: chance is 0.1
+    assert pure < 0.2  # at t = 1 the digit is gone: the check above is not passing by construction
+
+
+def test_shipped_cfg_digits_follows_its_label():
+    from course_utils.ddpm import ddim_sample
+    from course_utils.guidance import classifier_free_guidance
+    from course_utils.pretrain import make_schedule
+    net, extra = load_pretrained("cfg_digits")
+    judge, _ = load_pretrained("digit_classifier")
+    schedule = make_schedule(extra["config"])
+    assert net.n_classes == 10 and extra["config"]["p_uncond"] == 0.2
+    x_T = torch.randn(60, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.full((60,), 7)
+    with torch.no_grad():
+        share = {w: (judge(ddim_sample(schedule, classifier_free_guidance(net, y, w), x_T, n_steps=10).clamp(-1, 1))
+                     .argmax(1) == 7).double().mean().item() for w in (0.0, 1.0)}
+    assert share[1.0] >= 0.9 and share[0.0] < 0.4, share  # the label steers; without it, sevens are rare

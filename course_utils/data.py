@@ -17,6 +17,7 @@ from ._checks import check_generator, check_positive_int, check_tensor
 from .tensors import randn
 
 __all__ = ["toy_2d", "TOY_2D_NAMES", "GaussianMixture", "example_mixture", "digits", "DIGITS_HELD_OUT_PER_CLASS",
+           "hue_colours", "tint", "tinted_digits",
            "cifar10", "DATA_CACHE"]
 
 DATA_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "cache")
@@ -250,6 +251,31 @@ def digits(split: str = "train", size: int = 8, dtype: torch.dtype = torch.float
     if size == 16:
         images = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False)
     return images.to(dtype), labels
+
+
+def hue_colours(hues: torch.Tensor) -> torch.Tensor:
+    """Fully saturated, full-value RGB colours in [0, 1] for hues (N,) in [0, 1) (the HSV colour wheel:
+    0 red, 1/3 green, 2/3 blue). Returns (N, 3)."""
+    h = torch.as_tensor(hues, dtype=torch.float64).remainder(1.0)[:, None] * 6.0
+    return torch.stack([(h - 3).abs() - 1, 2 - (h - 2).abs(), 2 - (h - 4).abs()], dim=-1).squeeze(1).clamp(0, 1)
+
+
+def tint(images: torch.Tensor, hues: torch.Tensor) -> torch.Tensor:
+    """Colour grey digits (N, 1, H, W) in [-1, 1]: the ink takes the colour of ``hues`` (N,) on a black
+    background, intensity kept (ink a in [0, 1] becomes a * colour). Returns (N, 3, H, W) in [-1, 1]."""
+    check_tensor("images", images, ndim=4)
+    if images.shape[1] != 1 or hues.shape != (images.shape[0],):
+        raise ValueError(f"need images (N, 1, H, W) and hues (N,), got {tuple(images.shape)} and {tuple(hues.shape)}")
+    colour = hue_colours(hues).to(images)[:, :, None, None]
+    return (images + 1) * colour - 1
+
+
+def tinted_digits(split: str = "train", seed: int = 0, dtype: torch.dtype = torch.float32):
+    """The digits of ``split`` with each image's ink in one colour of random hue (uniform, from ``seed``):
+    the colorization data of chapter 4. Returns ``(images (N, 3, 8, 8), labels, hues)``."""
+    x, y = digits(split, dtype=dtype)
+    hues = torch.rand(len(x), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return tint(x, hues), y, hues
 
 
 def cifar10(split: str = "train", root: str | None = None, download: bool = False):

@@ -31,7 +31,8 @@ from .ode import ODE_ATOL, ODE_RTOL, CNFDynamics, standard_normal_log_prob
 from .tensors import as_time, randn
 
 __all__ = ["TIME_SCALE", "mlp", "sinusoidal_features", "TimeEmbedding", "TimeMLP", "ScoreMLP", "CNF",
-           "ResBlock", "Attention", "Downsample", "Upsample", "UNet", "DigitClassifier", "TimeClassifier"]
+           "ResBlock", "Attention", "Downsample", "Upsample", "UNet", "DigitClassifier", "TimeClassifier",
+           "NoiseConditionalScore"]
 
 TIME_SCALE = 1000.0
 """Continuous t in [0, 1] is multiplied by this before the sinusoidal features, so that the
@@ -309,11 +310,16 @@ class UNet(nn.Module):
       is then an int64 tensor (B,) of labels in [0, n_classes]; ``cond=None`` means no label.
     * ``context_dim``: every attention block also attends to ``context`` (B, L, context_dim), e.g.
       text tokens (chapter 5), with an optional ``context_mask`` (B, L).
+    * ``cond_ch``: an image ``x_cond`` (B, cond_ch, H, W) concatenated to the input channels (the output
+      keeps ``in_ch``), e.g. the upsampled low-resolution image of a super-resolution stage (chapter 4),
+      with ``cond_level`` (B,) in [0, 1], the noise level that image was corrupted with (noise-conditioning
+      augmentation), embedded like t and added to the time embedding (default 0: a clean image).
     """
 
     def __init__(self, in_ch: int = 1, ch: int = 64, ch_mult=(1, 2), n_res: int = 2, attn_levels=None,
                  heads: int = 4, dropout: float = 0.1, groups: int = 8, image_size: int | None = None,
-                 n_classes: int | None = None, context_dim: int | None = None, time_scale: float = TIME_SCALE):
+                 n_classes: int | None = None, context_dim: int | None = None, time_scale: float = TIME_SCALE,
+                 cond_ch: int = 0):
         super().__init__()
         for name, v in (("in_ch", in_ch), ("ch", ch), ("n_res", n_res), ("heads", heads)):
             check_positive_int(name, v)
@@ -324,7 +330,9 @@ class UNet(nn.Module):
         attn_levels = (n_levels - 1,) if attn_levels is None else tuple(attn_levels)
         if any(not 0 <= a < n_levels for a in attn_levels):
             raise ValueError(f"attn_levels must be in [0, {n_levels - 1}], got {attn_levels}")
-        self.in_ch, self.n_classes, self.context_dim = in_ch, n_classes, context_dim
+        if isinstance(cond_ch, bool) or not isinstance(cond_ch, int) or cond_ch < 0:
+            raise ValueError(f"cond_ch must be a non-negative int (0: no conditioning image), got {cond_ch!r}")
+        self.in_ch, self.n_classes, self.context_dim, self.cond_ch = in_ch, n_classes, context_dim, cond_ch
         self.divisor = 2 ** (n_levels - 1)  # H and W must be multiples of this
         if image_size is not None and image_size % self.divisor:
             raise ValueError(f"image_size must be a multiple of 2^(len(ch_mult)-1) = {self.divisor}, got {image_size}")
@@ -333,10 +341,12 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(TimeEmbedding(ch, scale=time_scale), nn.Linear(ch, emb_dim))
         self.class_embed = nn.Embedding(n_classes + 1, emb_dim) if n_classes else None
         self.null_label = n_classes
+        self.level_embed = nn.Sequential(TimeEmbedding(ch, scale=time_scale), nn.Linear(ch, emb_dim)) \
+            if cond_ch else None
         attn = lambda c: Attention(c, heads, groups, context_dim)  # noqa: E731
         res = lambda i, o: ResBlock(i, o, emb_dim, dropout, groups)  # noqa: E731
 
-        self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
+        self.stem = nn.Conv2d(in_ch + cond_ch, ch, 3, padding=1)
         self.down, skips, c = nn.ModuleList(), [ch], ch
         for level, mult in enumerate(ch_mult):
             for _ in range(n_res):
@@ -386,7 +396,8 @@ class UNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
-                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                x_cond: torch.Tensor | None = None, cond_level: torch.Tensor | None = None) -> torch.Tensor:
         check_tensor("x", x, ndim=4)
         B, C, H, W = x.shape
         if C != self.in_ch:
@@ -398,6 +409,17 @@ class UNet(nn.Module):
             raise ValueError("context is required exactly when the UNet was built with context_dim "
                              f"(context_dim={self.context_dim}, context given: {context is not None})")
         emb = self.embedding(as_time(t, x, allow_int=False), cond, B, x.device).to(x.dtype)
+        if self.cond_ch:
+            if x_cond is None or x_cond.shape != (B, self.cond_ch, H, W):
+                got = None if x_cond is None else tuple(x_cond.shape)
+                raise ValueError(f"x_cond must be the conditioning image of shape (B, cond_ch, H, W) = "
+                                 f"{(B, self.cond_ch, H, W)}, got {got}")
+            level = torch.zeros(B, dtype=x.dtype, device=x.device) if cond_level is None else \
+                as_time(cond_level, x, name="cond_level", allow_int=False)
+            emb = emb + self.level_embed(level).to(x.dtype)
+            x = torch.cat([x, x_cond.to(x.dtype)], dim=1)
+        elif x_cond is not None or cond_level is not None:
+            raise ValueError("x_cond / cond_level were given, but this UNet was built with cond_ch=0")
         h = self.stem(x)
         hs = [h]
         for blocks in self.down:
@@ -471,3 +493,38 @@ class TimeClassifier(nn.Module):
         for block in self.blocks:
             h = block(h, emb) if isinstance(block, ResBlock) else block(h)
         return self.head(h)
+
+
+class NoiseConditionalScore(nn.Module):
+    """NCSN's one network for all noise levels, s(x, sigma) ~ grad log p_sigma(x) (chapter 4), built on an
+    eps-predicting ``net(x, t)`` (a UNet or TimeMLP):
+
+        s(x, sigma) = -net(x / sqrt(1 + sigma^2), t(sigma)) / sigma,
+        t(sigma) = log(sigma / sigma_min) / log(sigma_max / sigma_min)
+
+    The input is scaled so that its variance stays near one at every level (x + sigma eps has variance
+    about 1 + sigma^2 for data of unit scale), and log sigma is mapped onto [0, 1], the range of the time
+    embedding. Predicting eps = -sigma s makes the sigma^2-weighted DSM loss an eps regression whose
+    target has unit variance at every level (Song and Ermon's weighting lambda(sigma) = sigma^2)."""
+
+    def __init__(self, net: nn.Module, sigma_max: float, sigma_min: float):
+        super().__init__()
+        if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)):
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
+        self.net, self.sigma_max, self.sigma_min = net, float(sigma_max), float(sigma_min)
+
+    def level_time(self, sigma: torch.Tensor) -> torch.Tensor:
+        """t(sigma) in [0, 1]: 0 at sigma_min, 1 at sigma_max (log-linear)."""
+        return torch.log(sigma / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
+
+    def eps(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The predicted noise eps_hat(x, sigma) for x = x0 + sigma eps; sigma (B,) or a number."""
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        if not (sigma > 0).all():
+            raise ValueError("sigma must be positive")
+        scale = (1 + sigma ** 2).rsqrt().view(-1, *([1] * (x.ndim - 1)))
+        return self.net(x * scale, self.level_time(sigma))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        return -self.eps(x, sigma) / sigma.view(-1, *([1] * (x.ndim - 1)))

@@ -7,6 +7,11 @@
     python -m course_utils.pretrain ddpm_digits        # chapter 3's DDPM U-Net on 8x8 digits (about 25 min)
     python -m course_utils.pretrain cfg_digits         # chapter 4's class-conditional U-Net (labels dropped 20%)
     python -m course_utils.pretrain noisy_digit_classifier  # chapter 4's p(y | x_t, t) for classifier guidance
+    python -m course_utils.pretrain ncsn_digits        # chapter 4's NCSN (ten noise levels, DSM)
+    python -m course_utils.pretrain tinted_digits      # chapter 4's colour DDPM for colorization
+    python -m course_utils.pretrain lowres_digits      # chapter 4's cascade: 4x4 base model
+    python -m course_utils.pretrain sr_digits          # ... 4x4 -> 8x8 super-resolution, clean inputs
+    python -m course_utils.pretrain sr_aug_digits      # ... the same with noise-conditioning augmentation
 
 Each entry records its configuration, the number of iterations and the training time in the
 checkpoint's ``extra`` so the notebook that loads it can rebuild the model and report them.
@@ -21,9 +26,9 @@ import sys
 import torch
 
 from . import CHECKPOINT_DIR, seed_everything
-from .data import digits, example_mixture
+from .data import digits, example_mixture, tint
 from .losses import eps_loss
-from .nets import CNF, DigitClassifier, TimeClassifier, TimeMLP, UNet
+from .nets import CNF, DigitClassifier, NoiseConditionalScore, TimeClassifier, TimeMLP, UNet
 from .schedules import DiscreteSchedule, cosine_betas, linear_betas
 from .train import EMA, load_checkpoint, save_checkpoint, train
 
@@ -31,7 +36,10 @@ __all__ = ["CNF_GMM_CONFIG", "CNF_GMM_HUTCHINSON_CONFIG", "make_cnf", "pretrain_
            "DIGIT_CLASSIFIER_CONFIG", "make_digit_classifier", "pretrain_digit_classifier",
            "DDPM_DIGITS_CONFIG", "make_unet", "make_schedule", "pretrain_ddpm_digits",
            "load_pretrained", "check_trained_schedule", "checkpoint_path", "CFG_DIGITS_CONFIG", "pretrain_cfg_digits",
-           "NOISY_CLASSIFIER_CONFIG", "make_time_classifier", "noisy_accuracy", "pretrain_noisy_digit_classifier"]
+           "NOISY_CLASSIFIER_CONFIG", "make_time_classifier", "noisy_accuracy", "pretrain_noisy_digit_classifier",
+           "NCSN_DIGITS_CONFIG", "make_ncsn", "ncsn_sigmas", "pretrain_ncsn_digits", "TINTED_DIGITS_CONFIG",
+           "pretrain_tinted_digits", "LOWRES_DIGITS_CONFIG", "SR_DIGITS_CONFIG", "SR_AUG_DIGITS_CONFIG", "downsample",
+           "upsample", "pretrain_lowres_digits", "pretrain_sr_digits", "pretrain_sr_aug_digits"]
 
 # Chapter 0: a CNF (FFJORD with the exact trace: D = 2) on the course's 2-D Gaussian mixture.
 CNF_GMM_CONFIG = dict(hidden=64, n_layers=3, T=1.0, rtol=1e-4, atol=1e-4, iters=1500, batch=512,
@@ -164,29 +172,36 @@ def pretrain_ddpm_digits(path: str | None = None, iters: int | None = None, prog
     return _pretrain_digits_unet(DDPM_DIGITS_CONFIG, "ddpm_digits", path, iters, progress)
 
 
-def _pretrain_digits_unet(default: dict, name: str, path, iters, progress) -> dict:
+def _pretrain_digits_unet(default: dict, name: str, path, iters, progress, data=None, batch_loss=None,
+                          wrap=None) -> dict:
     """L_simple on the digits for the U-Net of ``default``; with ``n_classes`` in its UNet config, the
     label is given and replaced by the "no label" index with probability ``p_uncond`` (classifier-free
-    guidance's training)."""
+    guidance's training). ``data``: the training images (default: the digits' training split);
+    ``batch_loss(model, x0, y)``: another objective on a batch; ``wrap(model)``: the module whose EMA
+    weights are saved (default: the UNet itself)."""
     config = _start(default, iters)
-    x_train, y_train = digits("train")
-    schedule = make_schedule(config)
+    x_train, y_train = digits("train") if data is None else data
+    schedule = make_schedule(config) if "schedule" in config else None
     model = make_unet(config)
-    ema = EMA(model, decay=config["ema"])
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    saved = model if wrap is None else wrap(model, config)
+    ema = EMA(saved, decay=config["ema"])
+    opt = torch.optim.Adam(saved.parameters(), lr=config["lr"])
     warmup, steps = config["warmup"], config["steps"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(k, steps) / steps)))
 
     def loss_fn(step):
         idx = torch.randint(0, len(x_train), (config["batch"],))
+        x0, y = x_train[idx], y_train[idx]
+        if batch_loss is not None:
+            return batch_loss(saved, x0, y, config, schedule)
         if not model.n_classes:
-            return eps_loss(model, x_train[idx], schedule).mean()  # L_simple: t = k / N, k uniform in 1..N
-        y = y_train[idx].clone()
+            return eps_loss(model, x0, schedule).mean()  # L_simple: t = k / N, k uniform in 1..N
+        y = y.clone()
         y[torch.rand(len(y)) < config["p_uncond"]] = model.null_label  # the label dropped: p(x) learned too
-        return eps_loss(lambda x, t: model(x, t, y), x_train[idx], schedule).mean()
+        return eps_loss(lambda x, t: model(x, t, y), x0, schedule).mean()
 
-    out = train(model, loss_fn, opt, steps, ema=ema, grad_clip=config["grad_clip"], scheduler=sched,
+    out = train(saved, loss_fn, opt, steps, ema=ema, grad_clip=config["grad_clip"], scheduler=sched,
                 progress=progress, desc=f"{name} on digits")
     path = path or checkpoint_path(name)
     save_checkpoint(path, ema.model, step=steps, config=config, losses=out["losses"][::10],
@@ -256,10 +271,109 @@ def pretrain_noisy_digit_classifier(path: str | None = None, iters: int | None =
             "held_out_accuracy": accuracy}
 
 
+# Chapter 4, NCSN: one noise-conditional network trained by sigma^2-weighted DSM on a geometric ladder of
+# ten noise levels from 10 (above the largest distance between two training digits, 9.6) to 0.01.
+NCSN_DIGITS_CONFIG = dict(unet=DDPM_DIGITS_CONFIG["unet"], sigma_max=10.0, sigma_min=0.01, n_sigmas=10,
+                          steps=6000, batch=128, lr=1e-3, warmup=200, ema=0.999, grad_clip=1.0, seed=0)
+
+
+def make_ncsn(config: dict, unet: UNet | None = None) -> NoiseConditionalScore:
+    """The chapter-4 NCSN: the chapter-3 UNet (``unet``, or a new one) as the eps-predictor inside a
+    NoiseConditionalScore."""
+    return NoiseConditionalScore(make_unet(config) if unet is None else unet, config["sigma_max"], config["sigma_min"])
+
+
+def ncsn_sigmas(config: dict) -> torch.Tensor:
+    """The geometric ladder (float64, largest first) a NCSN checkpoint was trained on."""
+    return torch.exp(torch.linspace(math.log(config["sigma_max"]), math.log(config["sigma_min"]),
+                                    config["n_sigmas"], dtype=torch.float64))
+
+
+def _ncsn_loss(ncsn, x0, y, config, schedule):
+    sigmas = ncsn_sigmas(config).to(x0.dtype)
+    sigma = sigmas[torch.randint(0, len(sigmas), (len(x0),))]  # a level of the ladder per example
+    eps = torch.randn_like(x0)
+    return (ncsn.eps(x0 + sigma.view(-1, 1, 1, 1) * eps, sigma) - eps).pow(2).sum((1, 2, 3)).mean()
+
+
+def pretrain_ncsn_digits(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Train the chapter-4 NCSN on the digits (EMA weights of the whole NoiseConditionalScore saved)."""
+    return _pretrain_digits_unet(NCSN_DIGITS_CONFIG, "ncsn_digits", path, iters, progress,
+                                 batch_loss=_ncsn_loss, wrap=lambda unet, config: make_ncsn(config, unet))
+
+
+# Chapter 4, colorization: an unconditional DDPM on digits whose ink has a random hue (RGB, 8x8). Each step
+# draws fresh hues, so every colour of the wheel is seen.
+TINTED_DIGITS_CONFIG = dict(DDPM_DIGITS_CONFIG, unet=dict(DDPM_DIGITS_CONFIG["unet"], in_ch=3), steps=4000)
+
+
+def _tinted_loss(model, x0, y, config, schedule):
+    x0 = tint(x0, torch.rand(len(x0), dtype=torch.float64))
+    return eps_loss(model, x0, schedule).mean()
+
+
+def pretrain_tinted_digits(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The chapter-4 colour DDPM (random ink hue) used for colorization by inpainting in a grey basis."""
+    return _pretrain_digits_unet(TINTED_DIGITS_CONFIG, "tinted_digits", path, iters, progress,
+                                 batch_loss=_tinted_loss)
+
+
+# Chapter 4, a cascade: a 4x4 base model (the digits average-pooled) and an 8x8 super-resolution model
+# given the 4x4 image upsampled (nearest) as extra input channels. With augmentation the low-resolution
+# input is noised by the same forward process at a grid time s uniform in [0, aug_max] and s is given to the
+# network (UNet cond_level); without it, s = 0 always.
+LOWRES_DIGITS_CONFIG = dict(DDPM_DIGITS_CONFIG, unet=dict(DDPM_DIGITS_CONFIG["unet"], image_size=4), steps=2500)
+SR_DIGITS_CONFIG = dict(DDPM_DIGITS_CONFIG, unet=dict(DDPM_DIGITS_CONFIG["unet"], cond_ch=1), steps=3000,
+                        aug_max=0.0)
+SR_AUG_DIGITS_CONFIG = dict(SR_DIGITS_CONFIG, aug_max=0.5)
+
+
+def downsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """The cascade's low-resolution view: average pooling by ``factor``."""
+    return torch.nn.functional.avg_pool2d(x, factor)
+
+
+def upsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """The low-resolution image on the high-resolution grid (nearest neighbour), the SR model's input."""
+    return torch.nn.functional.interpolate(x, scale_factor=factor, mode="nearest")
+
+
+def _lowres_loss(model, x0, y, config, schedule):
+    return eps_loss(model, downsample(x0), schedule).mean()
+
+
+def _sr_loss(model, x0, y, config, schedule):
+    low = upsample(downsample(x0))
+    k = torch.randint(-1, int(config["aug_max"] * schedule.N), (len(x0),))  # index -1 is s = 0 (clean)
+    s = schedule.time(k, dtype=x0.dtype)
+    if config["aug_max"] > 0:  # noise-conditioning augmentation: z_s = sqrt(ab(s)) low + sqrt(1 - ab(s)) eps
+        low = schedule.perturb(low, s, torch.randn_like(low))
+    return eps_loss(lambda x, t: model(x, t, x_cond=low, cond_level=s), x0, schedule).mean()
+
+
+def pretrain_lowres_digits(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The cascade's 4x4 base DDPM (digits average-pooled by 2)."""
+    return _pretrain_digits_unet(LOWRES_DIGITS_CONFIG, "lowres_digits", path, iters, progress,
+                                 batch_loss=_lowres_loss)
+
+
+def pretrain_sr_digits(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The cascade's 4x4 -> 8x8 super-resolution DDPM trained on clean low-resolution inputs."""
+    return _pretrain_digits_unet(SR_DIGITS_CONFIG, "sr_digits", path, iters, progress, batch_loss=_sr_loss)
+
+
+def pretrain_sr_aug_digits(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The same super-resolution model trained with noise-conditioning augmentation (s uniform in [0, 0.5])."""
+    return _pretrain_digits_unet(SR_AUG_DIGITS_CONFIG, "sr_aug_digits", path, iters, progress, batch_loss=_sr_loss)
+
+
 _BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm), "cnf_gmm_hutchinson": (make_cnf, pretrain_cnf_gmm_hutchinson),
              "digit_classifier": (make_digit_classifier, pretrain_digit_classifier),
              "ddpm_digits": (make_unet, pretrain_ddpm_digits), "cfg_digits": (make_unet, pretrain_cfg_digits),
-             "noisy_digit_classifier": (make_time_classifier, pretrain_noisy_digit_classifier)}
+             "noisy_digit_classifier": (make_time_classifier, pretrain_noisy_digit_classifier),
+             "ncsn_digits": (make_ncsn, pretrain_ncsn_digits), "tinted_digits": (make_unet, pretrain_tinted_digits),
+             "lowres_digits": (make_unet, pretrain_lowres_digits), "sr_digits": (make_unet, pretrain_sr_digits),
+             "sr_aug_digits": (make_unet, pretrain_sr_aug_digits)}
 
 
 def load_pretrained(name: str, path: str | None = None):

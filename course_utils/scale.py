@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from .data import DATA_CACHE, cifar10
 from .ddpm import ddim_sample, ddpm_sample, dpm_solver_2m_sample, heun_sample
+from .guidance import classifier_free_guidance
 from .losses import eps_loss
 from .nets import UNet
 from .schedules import DiscreteSchedule, linear_betas
@@ -54,14 +55,15 @@ CONFIGS = {
                             groups=32, image_size=32),
                   schedule=_SCHEDULE, batch=128, lr=2e-4, warmup=1000, ema=0.999, grad_clip=1.0, flip=True,
                   steps=100_000, bf16=True, seed=0, sample_every=2000, sample_n=64, sample_steps=50, ckpt_every=2000,
-                  log_every=100),
+                  log_every=100, p_uncond=0.1),
     # the DDPM paper's CIFAR-10 network (35.7M there; 38.1M here, the time embedding giving a scale and a shift)
     "ddpm": dict(unet=dict(in_ch=3, ch=128, ch_mult=(1, 2, 2, 2), n_res=2, attn_levels=(1,), heads=1, dropout=0.1,
                            groups=32, image_size=32),
                  schedule=_SCHEDULE, batch=128, lr=2e-4, warmup=5000, ema=0.9999, grad_clip=1.0, flip=True,
                  steps=800_000, bf16=True, seed=0, sample_every=10_000, sample_n=64, sample_steps=50, ckpt_every=5000,
-                 log_every=100),
+                 log_every=100, p_uncond=0.1),
 }
+# p_uncond: how often a class-conditional run (UNet n_classes, --classes) trains without its label (ignored otherwise)
 # settings that may change when a run is continued
 _RUN_LENGTH = ("steps", "sample_every", "sample_n", "sample_steps", "ckpt_every", "log_every")
 CHECKPOINT = "checkpoint.pt"
@@ -139,14 +141,19 @@ def _step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 
 def shard_loss(model, schedule: DiscreteSchedule, images: torch.Tensor, batches: ShardedBatches, step: int,
-               flip: bool = True, autocast: bool = False) -> torch.Tensor:
+               flip: bool = True, autocast: bool = False, labels: torch.Tensor | None = None,
+               p_uncond: float = 0.0) -> torch.Tensor:
     """L_simple on this process's share of global batch ``step``: ``eps_loss`` (chapter 3's Eq. 3.12, a
     sum over pixels) divided by the number of pixels, as DDPM's code averages, so that clipping the
     gradient norm at 1 only acts on unusually large steps. A scalar; 1 for a network that predicts 0.
 
     ``images`` uint8 (N, 3, H, W) on the training device. t, eps and the flips are drawn for the whole
     global batch from a generator seeded by (seed, step) and sliced like the images, so the shares of all
-    processes together are exactly the one-process batch."""
+    processes together are exactly the one-process batch.
+
+    ``labels`` (N,) int64: the class of each image is given to the model (``model(x, t, y)``), replaced by
+    the "no label" index ``model.null_label`` with probability ``p_uncond`` (classifier-free guidance's
+    training, chapter 4); those draws too are made for the whole global batch."""
     dev = images.device
     idx = batches.indices(step).to(dev)
     g = torch.Generator(dev).manual_seed(_step_seed(batches.seed, step))
@@ -158,9 +165,15 @@ def shard_loss(model, schedule: DiscreteSchedule, images: torch.Tensor, batches:
     if flip:
         x0 = torch.where(flips[:, None, None, None], x0.flip(-1), x0)
 
+    y = None
+    if labels is not None:
+        drop = (torch.rand(B, device=dev, generator=g) < p_uncond)[lo:hi]
+        null = (model.module if hasattr(model, "module") else model).null_label
+        y = torch.where(drop, torch.full_like(labels[idx], null), labels[idx])
+
     def eps_fn(x, t):  # bf16 inside the network; the loss in float32
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            return model(x, t).float()
+            return (model(x, t) if y is None else model(x, t, y)).float()
 
     return eps_loss(eps_fn, x0, schedule, t=schedule.time(k - 1), eps=eps).mean() / x0[0].numel()
 
@@ -188,9 +201,9 @@ def _log(out, record):
 
 
 def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int | None = None,
-          minutes: float | None = None, images: torch.Tensor | None = None, data_root: str | None = None,
-          download: bool = False, resume: bool = True, device: str | None = None, progress: bool = True,
-          **overrides) -> dict:
+          minutes: float | None = None, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+          data_root: str | None = None, download: bool = False, resume: bool = True, device: str | None = None,
+          progress: bool = True, **overrides) -> dict:
     """Train the chapter-3 UNet on CIFAR-10 (or on ``images``, uint8 (N, 3, H, W)) as ``config`` says.
 
     ``config``: a name in ``CONFIGS`` (``overrides`` change its settings) or a dict from ``make_config``.
@@ -198,7 +211,9 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     comes first, and writes ``out/checkpoint.pt`` (model, EMA, optimizer, step, config), ``out/log.jsonl``
     and ``out/samples/step_*.png`` (a grid of EMA samples, by default 64 by DDIM-50, from fixed noise).
     An existing checkpoint in ``out`` is continued exactly (``resume=False``: refused instead).
-    Under torchrun, every process runs this.
+    Under torchrun, every process runs this. A config whose UNet has ``n_classes`` (``--classes``) trains
+    class-conditionally for classifier-free guidance: the labels (CIFAR-10's, or ``labels`` with
+    ``images``) are dropped with probability ``p_uncond``; its sample grids are conditional (class j % 10).
     Returns ``{"step", "seconds", "images_per_s", "loss", "checkpoint"}`` (on every rank).
     """
     config = make_config(config, **overrides) if isinstance(config, str) else dict(config)
@@ -235,8 +250,14 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
             cifar10("train", data_root, download=True)
         if distributed:
             dist.barrier()
-        images, _ = cifar10("train", data_root)
+        images, cifar_labels = cifar10("train", data_root)
+        labels = cifar_labels if labels is None else labels
+    conditional = bool(config["unet"].get("n_classes"))
+    if conditional and (labels is None or labels.shape != (len(images),)):
+        raise ValueError(f"labels: a class-conditional config needs one label per image ({len(images)}), got "
+                         f"{None if labels is None else tuple(labels.shape)}")
     images = images.to(dev)
+    labels = labels.to(dev).long() if conditional else None
     schedule = _schedule(config)
     torch.manual_seed(config["seed"])  # the same initial weights on every process
     model = UNet(**config["unet"]).to(dev)
@@ -275,7 +296,7 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     def grid(step):
         if main:
             x = sample(ema.model, schedule, fixed_noise.shape[0], sampler="ddim", steps=config["sample_steps"],
-                       x_T=fixed_noise, device=dev, bf16=autocast, progress=False)
+                       x_T=fixed_noise, device=dev, bf16=autocast, progress=False, w=1.0)
             save_images(x, os.path.join(out, "samples", f"step_{step:07d}.png"))
 
     t0 = t_log = time.time()
@@ -286,7 +307,8 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
         for group in opt.param_groups:  # linear warm-up, then constant (DDPM)
             group["lr"] = config["lr"] * min(1.0, (step + 1) / config["warmup"])
         torch.manual_seed(_step_seed(config["seed"], step, rank))  # dropout's draws, a function of the step
-        loss = shard_loss(net, schedule, images, batches, step, config["flip"], autocast)
+        loss = shard_loss(net, schedule, images, batches, step, config["flip"], autocast, labels,
+                          config.get("p_uncond", 0.0))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
@@ -355,12 +377,17 @@ SAMPLERS = {  # name -> (function, whether it takes a number of steps)
 @torch.no_grad()
 def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", steps: int = 100, batch: int = 500,
            seed: int = 0, x_T: torch.Tensor | None = None, device=None, bf16: bool | None = None,
-           progress: bool = True) -> torch.Tensor:
+           progress: bool = True, w: float = 1.0, label: int | None = None) -> torch.Tensor:
     """``n`` images from ``model`` with a course sampler ("ddpm": all N steps; "ddim", "heun", "dpm2m":
     ``steps`` steps), ``batch`` at a time on ``device``, as uint8 (n, C, H, W) in 0..255. The noise of
     image j depends only on ``seed`` and j (or is ``x_T``), not on ``batch``, so DDIM (eta = 0), Heun and
     DPM-Solver++(2M) give the same images for any ``batch``; DDPM's fresh noise at every step comes from one
-    generator seeded by ``seed`` that runs on across batches, so its images depend on ``batch`` too."""
+    generator seeded by ``seed`` that runs on across batches, so its images depend on ``batch`` too.
+
+    A class-conditional model (``n_classes``) samples class ``label`` (default: image j gets class
+    j % n_classes) with classifier-free guidance of weight ``w`` (0: unconditional, 1: the conditional
+    model, > 1: guided); ``w`` and ``label`` are refused for an unconditional model unless left at their
+    defaults."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     for name, v in (("n", n), ("steps", steps), ("batch", batch)):
@@ -370,10 +397,25 @@ def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", 
     autocast = (dev.type == "cuda") if bf16 is None else (bool(bf16) and dev.type == "cuda")
     model = model.to(dev).eval()
     C, size = model.in_ch, model.image_size or 32
+    n_classes = getattr(model, "n_classes", None)
+    if not n_classes and (w != 1.0 or label is not None):
+        raise ValueError("w and label need a class-conditional model (trained with --classes); this one has none")
+    if n_classes and label is not None and not (isinstance(label, int) and 0 <= label < n_classes):
+        raise ValueError(f"label must be an int in [0, {n_classes}), got {label!r}")
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        raise ValueError(f"w must be a finite number >= 0, got {w!r}")
 
-    def eps_model(x, t):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            return model(x, t).float()
+    def make_eps(lo, hi):
+        net = model
+        if n_classes:
+            y = torch.arange(lo, hi, device=dev) % n_classes if label is None else \
+                torch.full((hi - lo,), label, device=dev)
+            net = classifier_free_guidance(model, y, float(w))
+
+        def eps_model(x, t):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                return net(x, t).float()
+        return eps_model
 
     fn, takes_steps = SAMPLERS[sampler]
     kw = dict(n_steps=steps) if takes_steps else {}
@@ -389,7 +431,7 @@ def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", 
             noise = x_T[lo:hi]
         if sampler in ("ddpm", "ddim"):
             kw["generator"] = g
-        x = fn(schedule, eps_model, noise.to(dev), **kw)
+        x = fn(schedule, make_eps(lo, hi), noise.to(dev), **kw)
         out[lo:hi] = to_uint8(x).cpu()
     return out
 
@@ -522,6 +564,8 @@ def _parser():
                       ("ckpt_every", int), ("log_every", int)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     t.add_argument("--no-bf16", dest="bf16", action="store_false", default=None, help="float32 on CUDA too")
+    t.add_argument("--classes", action="store_true",
+                   help="class-conditional for classifier-free guidance (labels dropped 10%% of the time)")
     t.add_argument("--no-resume", dest="resume", action="store_false",
                    help="stop with an error if OUT already holds a run (by default it is continued)")
     t.add_argument("--data", default=None, help="folder holding CIFAR-10 (default: data/cache/)")
@@ -534,6 +578,8 @@ def _parser():
     s.add_argument("--batch", type=int, default=500)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-ema", dest="ema", action="store_false", help="the raw weights instead of the EMA")
+    s.add_argument("--w", type=float, default=1.0, help="guidance weight (class-conditional models; 0: unconditional)")
+    s.add_argument("--label", type=int, default=None, help="one class for all images (default: image j gets j %% 10)")
     s.add_argument("--out", required=True, help="NAME.npz, NAME.png (a grid) or a folder")
     f = sub.add_parser("fid", help="FID of samples (.npz or PNG folder) against CIFAR-10's training set")
     f.add_argument("samples")
@@ -552,7 +598,9 @@ def main(argv=None) -> int:
         elif args.command == "train":
             overrides = {k: getattr(args, k) for k in ("batch", "lr", "warmup", "seed", "sample_every", "ckpt_every",
                                                        "log_every", "bf16") if getattr(args, k) is not None}
-            out = args.out or f"runs/cifar_{args.config}"
+            if args.classes:
+                overrides.update(p_uncond=0.1, unet=dict(n_classes=10))
+            out = args.out or f"runs/cifar_{args.config}{'_classes' if args.classes else ''}"
             r = train(args.config, out, steps=args.steps, minutes=args.minutes, data_root=args.data,
                       download=args.download, resume=args.resume, **overrides)
             if world_info()[0] == 0:
@@ -561,7 +609,7 @@ def main(argv=None) -> int:
             model, schedule, extra = load(args.checkpoint, ema=args.ema)
             t0 = time.time()
             x = sample(model, schedule, args.n, sampler=args.sampler, steps=args.steps, batch=args.batch,
-                       seed=args.seed)
+                       seed=args.seed, w=args.w, label=args.label)
             rate = args.n / (time.time() - t0)
             print(f"{args.n} images ({args.sampler}) in {time.time() - t0:.0f} s, {rate:.1f} images/s -> "
                   f"{save_images(x, args.out)}")

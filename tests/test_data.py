@@ -177,3 +177,17 @@ def test_digits_bad_input():
         digits("validation")
     with pytest.raises(ValueError, match="size"):
         digits(size=32)
+
+
+def test_tint_colours_the_ink_and_keeps_its_intensity():
+    from course_utils.data import hue_colours, tint, tinted_digits
+    torch.testing.assert_close(hue_colours(torch.tensor([0.0, 1 / 3, 2 / 3, 1 / 6])),
+                               torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+    x = torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3)
+    out = tint(x, torch.tensor([1 / 6], dtype=torch.float64))  # yellow ink
+    torch.testing.assert_close(out[0, :, 0], torch.tensor([[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0], [-1.0, -1.0, -1.0]]))
+    imgs, labels, hues = tinted_digits("test")
+    assert imgs.shape == (360, 3, 8, 8) and imgs.min() >= -1 and imgs.max() <= 1 and len(hues) == 360
+    with pytest.raises(ValueError, match="hues"):
+        tint(x, torch.zeros(2))

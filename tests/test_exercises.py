@@ -199,3 +199,38 @@ def test_chapter3_checkers(capsys):
     assert not ex.check_vlb_weight(lambda b, ab, v: b / (2 * v))  # forgets the eps -> mean scaling
     out = capsys.readouterr().out
     assert out.count("✓") == 4 and out.count("✗") == 4
+
+
+# Chapter 4: the reference solutions and one typical mistake each.
+def langevin_step(x, score, h, tau, z):
+    return x + 0.5 * h * score(x) + math.sqrt(tau * h) * z
+
+
+def class_posterior_grad(mixture, x, y):
+    xr = x.clone().requires_grad_(True)
+    comp = mixture.component_log_probs(xr)
+    logp = (comp[torch.arange(len(y)), y] - torch.logsumexp(comp, dim=1)).sum()
+    return torch.autograd.grad(logp, xr)[0]
+
+
+def ncsn_loss(score_fn, x0, sigmas, eps):
+    s = sigmas[:, None]
+    return (s[:, 0] ** 2 * (score_fn(x0 + s * eps, sigmas) + eps / s).pow(2).sum(1)).mean()
+
+
+def grey_basis_solution():
+    q, _ = torch.linalg.qr(torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64))
+    return (q * torch.sign(q[0, 0])).T
+
+
+def test_chapter4_checkers(capsys):
+    assert ex.check_langevin_step(langevin_step)
+    assert ex.check_class_posterior_grad(class_posterior_grad)
+    assert ex.check_ncsn_loss(ncsn_loss)
+    assert ex.check_grey_basis(grey_basis_solution)
+    assert not ex.check_langevin_step(lambda x, s, h, tau, z: x + h * s(x) + math.sqrt(2 * tau * h) * z)  # other form
+    assert not ex.check_class_posterior_grad(lambda m, x, y: m.score(x))  # the mixture's score, not the class's
+    assert not ex.check_ncsn_loss(lambda f, x0, s, e: (f(x0 + s[:, None] * e, s) + e / s[:, None]).pow(2).sum(1).mean())
+    assert not ex.check_grey_basis(lambda: torch.eye(3))  # orthogonal, but no grey direction
+    out = capsys.readouterr().out
+    assert out.count("✓") == 4 and out.count("✗") == 4

@@ -206,6 +206,47 @@ def test_sampling_shapes_range_and_batching(trained, tmp_path):
         scale.load(bad)
 
 
+def test_class_conditional_run_drops_labels_and_guides(tiny, tmp_path):
+    """--classes: the labels reach the model, a p_uncond share of them replaced by the null label (drawn for
+    the global batch); sampling with w = 1 is the conditional model, w = 0 the unconditional one; bad w and
+    label are clear errors, and an unconditional model refuses them."""
+    root, written = tiny
+    r = _train(tmp_path / "cond", root, steps=2, unet=dict(n_classes=10), p_uncond=0.5)
+    model, schedule, extra = scale.load(r["checkpoint"], device="cpu")
+    assert model.n_classes == 10 and extra["config"]["p_uncond"] == 0.5
+    seen = []
+    real_forward = model.forward
+    model.forward = lambda x, t, cond=None, **kw: (seen.append(cond), real_forward(x, t, cond, **kw))[1]
+    images, labels = cifar10("train", root)
+    batches = scale.ShardedBatches(len(images), 8, seed=0)
+    scale.shard_loss(model, schedule, images, batches, 0, labels=labels, p_uncond=0.5)
+    y_given, y_true = seen[-1], labels[batches.indices(0)]
+    dropped = y_given == model.null_label
+    assert torch.equal(y_given[~dropped], y_true[~dropped]) and 0 < dropped.sum() < 8
+    model.forward = real_forward
+    for p in model.parameters():  # two steps leave the zero-initialised layers near zero: make labels matter
+        if p.abs().max() < 0.01:
+            torch.nn.init.normal_(p, std=0.03)
+    x_T = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        from course_utils.ddpm import ddim_sample
+        want = scale.to_uint8(ddim_sample(schedule, lambda x, t: model(x, t, torch.arange(4) % 10), x_T, n_steps=3))
+        want0 = scale.to_uint8(ddim_sample(schedule, lambda x, t: model(x, t, None), x_T, n_steps=3))
+    assert not torch.equal(want, want0)
+    assert torch.equal(scale.sample(model, schedule, 4, steps=3, x_T=x_T, progress=False, w=1.0), want)
+    assert torch.equal(scale.sample(model, schedule, 4, steps=3, x_T=x_T, progress=False, w=0.0), want0)
+    with pytest.raises(ValueError, match="w must be"):
+        scale.sample(model, schedule, 2, w=-1.0)
+    with pytest.raises(ValueError, match="label must be"):
+        scale.sample(model, schedule, 2, label=10)
+    with pytest.raises(ValueError, match="labels: a class-conditional config"):
+        scale.train("small", str(tmp_path / "x"), steps=1, images=images[:16], progress=False,
+                    **tiny_overrides(unet=dict(tiny_overrides()["unet"], n_classes=10)))
+    plain = UNet(**scale.make_config("small", **tiny_overrides())["unet"])
+    with pytest.raises(ValueError, match="class-conditional model"):
+        scale.sample(plain, schedule, 2, w=3.0)
+
+
 def test_to_uint8_maps_the_data_range():
     x = torch.tensor([-3.0, -1.0, -0.999, 0.0, 0.5, 1.0, 2.0])
     assert scale.to_uint8(x).tolist() == [0, 0, 0, 128, 191, 255, 255]

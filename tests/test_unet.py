@@ -113,3 +113,50 @@ def test_digit_classifier_shapes():
     assert net(x).shape == (5, 10) and net.features(x).shape == (5, 128)
     with pytest.raises(ValueError, match="8x8"):
         net(torch.randn(5, 1, 16, 16))
+
+
+def test_unet_conditioning_image_and_level():
+    """cond_ch: the image is concatenated to the input (it changes the output), cond_level is embedded (it
+    changes the output), the output keeps in_ch channels, and missing or misshapen inputs are clear errors."""
+    torch.manual_seed(0)
+    net = UNet(in_ch=1, ch=16, ch_mult=(1, 2), n_res=1, groups=8, cond_ch=1).eval()
+    for p in net.parameters():  # the zero-initialised head and embedding projections would hide every difference
+        if (p == 0).all():
+            torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(3, 1, 8, 8), torch.full((3,), 0.5)
+    low = torch.randn(3, 1, 8, 8)
+    out = net(x, t, x_cond=low)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, net(x, t, x_cond=-low))
+    assert torch.equal(out, net(x, t, x_cond=low, cond_level=torch.zeros(3)))
+    assert not torch.allclose(out, net(x, t, x_cond=low, cond_level=torch.full((3,), 0.3)))
+    with pytest.raises(ValueError, match="x_cond must be"):
+        net(x, t)
+    with pytest.raises(ValueError, match="x_cond must be"):
+        net(x, t, x_cond=low[:, :, :4, :4])
+    with pytest.raises(ValueError, match="cond_ch=0"):
+        UNet(in_ch=1, ch=16, ch_mult=(1, 2), n_res=1, groups=8)(x, t, x_cond=low)
+    with pytest.raises(ValueError, match="cond_ch"):
+        UNet(cond_ch=-1)
+
+
+def test_noise_conditional_score_is_minus_eps_over_sigma():
+    """s(x, sigma) = -net(x / sqrt(1 + sigma^2), t(sigma)) / sigma, t(sigma) log-linear from 0 at sigma_min to 1
+    at sigma_max; an exact eps-predictor for Gaussian data gives the exact score of the noised Gaussian."""
+    from course_utils.nets import NoiseConditionalScore
+
+    class ExactEps(torch.nn.Module):  # data N(0, v I): E[eps | x_sigma] = sigma x_sigma / (v + sigma^2)
+        def forward(self, x_scaled, t):
+            sigma = 0.01 * (10 / 0.01) ** t
+            x = x_scaled * torch.sqrt(1 + sigma ** 2)[:, None]
+            return sigma[:, None] * x / (0.5 + sigma[:, None] ** 2)
+
+    ncsn = NoiseConditionalScore(ExactEps(), sigma_max=10.0, sigma_min=0.01)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    sigma = torch.tensor([0.01, 0.1, 1.0, 3.0, 10.0], dtype=torch.float64)
+    torch.testing.assert_close(ncsn.level_time(sigma), torch.log10(sigma / 0.01) / 3)
+    torch.testing.assert_close(ncsn(x, sigma), -x / (0.5 + sigma[:, None] ** 2))
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        NoiseConditionalScore(ExactEps(), sigma_max=0.01, sigma_min=1.0)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        ncsn(x, torch.zeros(5, dtype=torch.float64))

@@ -13,5 +13,7 @@ from .ch2 import *  # noqa: F401,F403
 from .ch2 import __all__ as _ch2
 from .ch3 import *  # noqa: F401,F403
 from .ch3 import __all__ as _ch3
+from .ch4 import *  # noqa: F401,F403
+from .ch4 import __all__ as _ch4
 
-__all__ = [*_ch0, *_ch1, *_ch2, *_ch3]
+__all__ = [*_ch0, *_ch1, *_ch2, *_ch3, *_ch4]

@@ -2,7 +2,7 @@
 returns a callable with the model's own signature, so every sampler works with it unchanged.
 
 Bayes' rule for the noised densities, grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x), gives
-both kinds (Eq. 4.5):
+both kinds (Eq. 4.6 of notebook 04):
 
 * ``guided_score`` / ``classifier_guidance``: add w times the gradient of a (time-dependent) classifier's
   log p(y | x_t, t) to an unconditional score, or equivalently subtract w sigma(t) times it from a noise
@@ -59,7 +59,7 @@ def classifier_log_prob_grad(log_prob_fn, x: torch.Tensor, t: torch.Tensor, y) -
 
 
 def guided_score(score_fn, log_prob_fn, y, w: float):
-    """score_w(x, t) = score(x, t) + w grad_x log p(y | x, t) (Eq. 4.6)."""
+    """score_w(x, t) = score(x, t) + w grad_x log p(y | x, t) (Eq. 4.6 of notebook 04, weighted)."""
     w = _check_w(w)
 
     def score(x, t):

@@ -172,15 +172,14 @@ def pretrain_ddpm_digits(path: str | None = None, iters: int | None = None, prog
     return _pretrain_digits_unet(DDPM_DIGITS_CONFIG, "ddpm_digits", path, iters, progress)
 
 
-def _pretrain_digits_unet(default: dict, name: str, path, iters, progress, data=None, batch_loss=None,
-                          wrap=None) -> dict:
-    """L_simple on the digits for the U-Net of ``default``; with ``n_classes`` in its UNet config, the
-    label is given and replaced by the "no label" index with probability ``p_uncond`` (classifier-free
-    guidance's training). ``data``: the training images (default: the digits' training split);
-    ``batch_loss(model, x0, y)``: another objective on a batch; ``wrap(model)``: the module whose EMA
-    weights are saved (default: the UNet itself)."""
+def _pretrain_digits_unet(default: dict, name: str, path, iters, progress, batch_loss=None, wrap=None) -> dict:
+    """L_simple on the digits' training split for the U-Net of ``default``; with ``n_classes`` in its UNet
+    config, the label is given and replaced by the "no label" index with probability ``p_uncond``
+    (classifier-free guidance's training). ``batch_loss(module, x0, y, config, schedule)``: another
+    objective on a batch; ``wrap(unet, config)``: a module around the U-Net that is trained and whose EMA
+    weights are saved (default: the U-Net itself)."""
     config = _start(default, iters)
-    x_train, y_train = digits("train") if data is None else data
+    x_train, y_train = digits("train")
     schedule = make_schedule(config) if "schedule" in config else None
     model = make_unet(config)
     saved = model if wrap is None else wrap(model, config)

@@ -4,7 +4,8 @@
 # 1. the CUDA tests (tests/test_device.py: draws on CUDA with CPU generators, DDIM on CPU vs CUDA, bf16);
 # 2. CIFAR-10 training speed of course_utils.scale's small configuration in bf16, and its resume;
 # 3. the U-Net throughput table, and the course UNet against diffusers' UNet2DModel (if diffusers is installed);
-# 4. chapter 3's quality-against-evaluations table (1000 digits x 3 seeds), written to OUTDIR.
+# 4. chapter 3's quality-against-evaluations table (1000 digits x 3 seeds), written to OUTDIR;
+# 5. the notebooks' GPU sections (on a synthetic stand-in if CIFAR-10 is not in data/cache/).
 set -euo pipefail
 OUT=${1:-benchmarks/results}
 mkdir -p "$OUT"
@@ -15,3 +16,5 @@ python3 benchmarks/scale_speed.py --config small --steps 400 --out "$OUT/scale_s
 python3 benchmarks/unet_throughput.py 2>&1 | tee "$OUT/unet_throughput_gpu.txt"
 python3 benchmarks/unet_vs_diffusers.py --out "$OUT/unet_vs_diffusers_gpu.txt" || echo "unet_vs_diffusers skipped (pip install -r benchmarks/requirements.txt)"
 python3 benchmarks/digits_samplers.py --n 1000 --seeds 3 --out "$OUT/digits_samplers.json" 2>&1 | tee "$OUT/digits_samplers_gpu.txt"
+if [ -d data/cache/cifar-10-batches-py ]; then standin=""; else standin="--standin"; fi
+python3 benchmarks/gpu_sections.py $standin --out "$OUT/gpu_sections" 2>&1 | grep -v "it/s" | tee "$OUT/gpu_sections.txt"

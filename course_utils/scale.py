@@ -46,7 +46,8 @@ from .schedules import DiscreteSchedule, linear_betas
 from .train import EMA, load_checkpoint, save_checkpoint
 
 __all__ = ["CONFIGS", "make_config", "ShardedBatches", "world_info", "check_world", "shard_loss", "train",
-           "load", "sample", "SAMPLERS", "to_uint8", "save_images", "read_images", "fid", "InceptionWeightsUnavailable"]
+           "load", "sample", "ema_decay", "SAMPLERS", "to_uint8", "save_images", "read_images", "fid",
+           "InceptionWeightsUnavailable"]
 
 _SCHEDULE = dict(kind="linear", N=1000, beta_start=1e-4, beta_end=0.02)
 CONFIGS = {
@@ -195,6 +196,14 @@ def _same_run(saved: dict, config: dict, path: str) -> None:
                          "choose another --out, or continue it with the same settings")
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """The EMA's decay at update ``step`` (0, 1, ...): min(decay, (1 + step) / (10 + step)). With a fixed
+    decay of 0.999 the average of a short run would still be mostly the random initial weights (0.999^1000
+    = 0.37 of them after 1,000 steps); the warm-up lets it follow the model early (0.1 at the first update,
+    an averaging window of about step / 10 updates) and reaches ``decay`` after about 10 / (1 - decay) steps."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def _log(out, record):
     with open(os.path.join(out, "log.jsonl"), "a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -313,7 +322,7 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), config["grad_clip"])
         opt.step()
-        ema.update(model)
+        ema.update(model, decay=ema_decay(config["ema"], step))
         step += 1
         last = loss.detach()
         window.append(last)

@@ -30,12 +30,16 @@ class EMA:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        """One step of the average; ``decay`` overrides ``self.decay`` for this step (a warm-up schedule)."""
+        decay = self.decay if decay is None else decay
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
         ema_params = list(self.model.parameters())
         params = [p.detach() for p in model.parameters()]
         if len(ema_params) != len(params):
             raise ValueError("model must have the parameters of the model the EMA was made from")
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)  # one fused kernel per device, not one per tensor
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)  # one fused kernel per device, not one per tensor
         for be, b in zip(self.model.buffers(), model.buffers()):
             be.copy_(b)
 

@@ -17,23 +17,29 @@ NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse"
 def write_tiny_cifar(root: str, seed: int = 0) -> dict:
     """Write the files; return {"train": (x, y), "test": (x, y)} as written (x uint8 (n, 32, 32, 3))."""
     rng = np.random.default_rng(seed)
+    draw = {split: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n))
+            for split, n in (("train", 5 * PER_BATCH), ("test", PER_BATCH))}
+    write_cifar_format(root, draw["train"], draw["test"])
+    return draw
+
+
+def write_cifar_format(root: str, train, test) -> None:
+    """Write ``train`` and ``test`` = (x uint8 (n, 32, 32, 3), labels (n,)) as torchvision's CIFAR-10 files
+    (the training set split into five batches) and their MD5 sums (``root/md5.json``, for register_md5)."""
     folder = os.path.join(root, "cifar-10-batches-py")
     os.makedirs(folder, exist_ok=True)
-    written, md5 = {"train": ([], []), "test": ([], [])}, {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        hwc = rng.integers(0, 256, (PER_BATCH, 32, 32, 3), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, PER_BATCH)]
-        entry = {"batch_label": name, "labels": labels, "filenames": [f"{name}_{j}.png" for j in range(PER_BATCH)],
-                 "data": hwc.transpose(0, 3, 1, 2).reshape(PER_BATCH, 3072)}  # rows: R plane, G plane, B plane
+    md5 = {}
+    parts = [(f"data_batch_{i + 1}", xs, ys) for i, (xs, ys) in
+             enumerate(zip(np.array_split(train[0], 5), np.array_split(np.asarray(train[1]), 5)))]
+    for name, hwc, labels in parts + [("test_batch", test[0], np.asarray(test[1]))]:
+        entry = {"batch_label": name, "labels": [int(v) for v in labels],
+                 "filenames": [f"{name}_{j}.png" for j in range(len(hwc))],
+                 "data": hwc.transpose(0, 3, 1, 2).reshape(len(hwc), 3072)}  # rows: R plane, G plane, B plane
         md5[name] = _dump(os.path.join(folder, name), entry)
-        split = "test" if name == "test_batch" else "train"
-        written[split][0].append(hwc)
-        written[split][1].extend(labels)
     md5["batches.meta"] = _dump(os.path.join(folder, "batches.meta"),
-                                {"label_names": NAMES, "num_cases_per_batch": PER_BATCH, "num_vis": 3072})
+                                {"label_names": NAMES, "num_cases_per_batch": len(parts[0][1]), "num_vis": 3072})
     with open(os.path.join(root, "md5.json"), "w") as fh:
         json.dump(md5, fh)
-    return {k: (np.concatenate(xs), np.array(ys)) for k, (xs, ys) in written.items()}
 
 
 def _dump(path, obj) -> str:

@@ -8,7 +8,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from _tiny_cifar import register_md5, tiny_overrides, write_tiny_cifar
+from _tiny_cifar import register_md5, tiny_overrides, write_cifar_format, write_tiny_cifar
 
 from course_utils import scale
 from course_utils.data import cifar10
@@ -30,6 +30,23 @@ def _train(out, root, **kw):
     kw = {**base, **kw, "unet": {**base["unet"], **kw.get("unet", {})}}
     steps = kw.pop("steps", 2)
     return scale.train("small", str(out), steps=steps, data_root=root, progress=False, **kw)
+
+
+def test_ema_warms_up_from_the_model(tiny, tmp_path):
+    """The EMA's first update takes 0.9 of the trained weights (decay 0.1), not 1 - 0.999 of them: a
+    short run's average is not the random initialisation (0.999^1000 = 0.37 of it after 1,000 steps)."""
+    assert scale.ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert scale.ema_decay(0.999, 90) == pytest.approx(91 / 100)
+    assert scale.ema_decay(0.999, 10 ** 6) == 0.999
+    root, _ = tiny
+    info = _train(tmp_path / "run", root, steps=1, ema=0.999)
+    state = torch.load(info["checkpoint"], map_location="cpu", weights_only=True)
+    config = scale.make_config("small", **{k: v for k, v in tiny_overrides().items()})
+    torch.manual_seed(config["seed"])
+    init = UNet(**config["unet"]).state_dict()
+    for k, v in state["model"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(state["ema"][k], 0.1 * init[k] + 0.9 * v)
 
 
 # ------------------------------------------------------------------------------ data
@@ -346,3 +363,23 @@ def test_two_gloo_processes_match_one_process_on_the_joint_batch(tiny, tmp_path)
     single = _state(_train(tmp_path / "single", root, steps=3)["checkpoint"])
     for k, v in single["model"].items():
         torch.testing.assert_close(state["model"][k], v, rtol=1e-4, atol=1e-6)
+
+
+def test_gpu_sections_script_finds_each_notebooks_gpu_cell_and_writes_a_readable_standin(tmp_path, monkeypatch):
+    """benchmarks/gpu_sections.py runs the cells that test torch.cuda.is_available(): one in chapters 3 and 4
+    (a renamed marker would make it run nothing), and its stand-in reads back through cifar10()."""
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location("gpu_sections", os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "benchmarks", "gpu_sections.py"))
+    gs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gs)
+    for name in gs.NOTEBOOKS:
+        cells = gs.gpu_cells(os.path.join(gs.ROOT, "notebooks", name))
+        assert len(cells) == 1 and "GPU_MINUTES = " in cells[0] and 'os.path.join(REPO_ROOT, "runs",' in cells[0]
+    (train, test) = gs.standin_cifar(n=(50, 10))
+    write_cifar_format(str(tmp_path), train, test)
+    register_md5(str(tmp_path), monkeypatch.setattr)
+    x, y = cifar10("train", str(tmp_path))
+    assert x.shape == (50, 3, 32, 32) and torch.equal(y, torch.from_numpy(train[1]))
+    assert set(y.tolist()) <= set(range(10)) and x.float().std() > 20  # digits on backgrounds, not blank

@@ -79,6 +79,12 @@ def test_ema_follows_exponential_average():
         want = 0.9 * want + 0.1 * v
     assert ema.model.weight.item() == pytest.approx(want, rel=1e-6)  # 0.1 + 0.09 + 0.3 = 0.471
     assert want == pytest.approx(0.471)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update(model, decay=0.25)  # a per-step decay (a warm-up) overrides 0.9 for this step only
+    assert ema.model.weight.item() == pytest.approx(0.25 * 0.471 + 0.75 * 2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="decay must be in"):
+        ema.update(model, decay=1.0)
 
 
 def test_checkpoint_saves_and_restores_the_cuda_random_state(tmp_path, monkeypatch):

@@ -1,0 +1,108 @@
+"""Run the notebooks' GPU sections (their code cells that test ``torch.cuda.is_available()``) as a script,
+on a CUDA machine, saving each figure as a PNG (run by hand):
+
+    python benchmarks/gpu_sections.py [--minutes 3] [--standin] [--out benchmarks/results/gpu_sections]
+
+With real CIFAR-10 in data/cache/ (``python -m course_utils.scale download``) this is what a learner
+sees when running those cells in JupyterLab. ``--standin`` is for a GPU machine without a network: it
+writes a synthetic stand-in in CIFAR-10's file format into a temporary folder instead: the 8x8 digits
+upsampled to 32x32, the ink tinted by class (ten hues), on backgrounds of random brightness, shifted
+by up to 4 pixels; 50,000 training and 10,000 test images with the digits' labels. It exercises every
+line of the sections on the GPU (bf16 training, resume, class-conditional guidance, sampling speed:
+images/s do not depend on what the pixels show); its losses and pictures say nothing about CIFAR-10.
+``--minutes`` replaces the cells' GPU_MINUTES.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = ["03_ddpm_ddim.ipynb", "04_langevin_ncsn_guidance.ipynb"]
+
+
+def standin_cifar(seed: int = 0, n: tuple[int, int] = (50_000, 10_000)):
+    """(train, test): each (uint8 (n, 32, 32, 3), labels (n,)) as described in the module docstring."""
+    from course_utils.data import digits, hue_colours
+    rng = np.random.default_rng(seed)
+    x8, y = digits("all")
+    x32 = torch.nn.functional.interpolate(x8, size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
+    ink = ((x32 + 1) / 2).clamp(0, 1).numpy()                               # (1797, 32, 32) in [0, 1]
+    colours = hue_colours(torch.arange(10) / 10).numpy()                     # one hue per class
+    out = []
+    for count in n:
+        pick = rng.integers(0, len(y), count)
+        a = ink[pick][..., None]                                             # (n, 32, 32, 1)
+        a = np.stack([np.roll(np.roll(im, dy, 0), dx, 1) for im, dy, dx in
+                      zip(a, rng.integers(-4, 5, count), rng.integers(-4, 5, count))])
+        back = rng.uniform(0.0, 0.6, (count, 1, 1, 1))
+        img = (1 - a) * back + a * colours[y.numpy()[pick]][:, None, None, :]
+        out.append(((img * 255).round().clip(0, 255).astype(np.uint8), y.numpy()[pick]))
+    return out
+
+
+def gpu_cells(path: str) -> list[str]:
+    with open(path) as fh:
+        nb = json.load(fh)
+    return ["".join(c["source"]) for c in nb["cells"]
+            if c["cell_type"] == "code" and "torch.cuda.is_available()" in "".join(c["source"])]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=None, help="training minutes per section (default: the cells')")
+    ap.add_argument("--standin", action="store_true", help="synthetic stand-in data in CIFAR-10's format (no network)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "gpu_sections"))
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_sections: no CUDA device; these sections are skipped on a CPU by design")
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    from course_utils import data, scale
+    from course_utils.plotting import image_grid
+    os.makedirs(args.out, exist_ok=True)
+    runs = tempfile.mkdtemp(prefix="gpu_sections_")
+    if args.standin:
+        from _tiny_cifar import register_md5, write_cifar_format
+        t0 = time.time()
+        train, test = standin_cifar()
+        write_cifar_format(runs, train, test)
+        register_md5(runs)
+        data.DATA_CACHE = runs  # cifar10()'s default root, read at call time
+        print(f"stand-in data written in {time.time() - t0:.0f} s to {runs}")
+    figures = [0]
+
+    def show(*_, **__):  # plt.show() in the cells: save the figure instead
+        figures[0] += 1
+        plt.savefig(os.path.join(args.out, f"{section}_fig{figures[0]}.png"), dpi=80, bbox_inches="tight")
+        plt.close("all")
+
+    plt.show = show
+    for name in NOTEBOOKS:
+        for k, source in enumerate(gpu_cells(os.path.join(ROOT, "notebooks", name))):
+            section = f"{name.split('_')[0]}_{k}"
+            if args.minutes is not None:
+                source = re.sub(r"^GPU_MINUTES = .*$", f"GPU_MINUTES = {args.minutes:g}", source, flags=re.M)
+            # runs/ of the notebooks -> a temporary folder, so that nothing is resumed from an earlier run
+            source = source.replace('os.path.join(REPO_ROOT, "runs",', 'os.path.join(RUNS,')
+            namespace = dict(os=os, json=json, time=time, torch=torch, np=np, plt=plt, scale=scale,
+                             image_grid=image_grid, REPO_ROOT=ROOT, RUNS=runs)
+            print(f"===== {name}, GPU cell {k}", flush=True)
+            t0 = time.time()
+            exec(compile(source, f"{name}[gpu {k}]", "exec"), namespace)
+            print(f"----- {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,8 @@ both kinds (Eq. 4.6 of notebook 04):
   eps_w = (1 - w) eps(x, t, no label) + w eps(x, t, y). w = 1 is the conditional model; w > 1 extrapolates
   away from the unconditional one, which by Bayes' rule is guidance by the implicit classifier
   p(y | x) proportional to p(x | y) / p(x).
+* ``thresholded``: Imagen's static clipping or dynamic thresholding of the predicted clean image
+  x0_hat inside every step (chapter 5), as a noise predictor whose x0_hat is the thresholded one.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import torch
 from ._checks import check_tensor
 from .schedules import ForwardProcess, _coef
 
-__all__ = ["classifier_log_prob_grad", "guided_score", "classifier_guidance", "classifier_free_guidance"]
+__all__ = ["classifier_log_prob_grad", "guided_score", "classifier_guidance", "classifier_free_guidance",
+           "threshold_x0", "thresholded"]
 
 
 def _check_w(w):
@@ -83,13 +86,23 @@ def classifier_guidance(eps_fn, log_prob_fn, y, w: float, process: ForwardProces
 def classifier_free_guidance(model, y, w: float):
     """eps_w(x, t) = (1 - w) model(x, t, null) + w model(x, t, y) with one batched call of ``model(x, t,
     cond)`` on 2B inputs. ``model.null_label`` (the course's UNet has it) is the "no label" class; a model
-    without it is called twice, with cond=None for the unconditional half."""
+    without it is called twice, with cond=None for the unconditional half. A model with a ``null_cond(cond)``
+    method (``text.TextConditionalUNet``: y holds token ids (B, L) or (1, L)) is given that as "no condition"."""
     w = _check_w(w)
 
     def eps(x, t):
-        labels = _labels(y, x)
         t = torch.as_tensor(t, device=x.device)
         t2 = t.expand(x.shape[0]) if t.ndim == 0 else t
+        null_cond = getattr(model, "null_cond", None)
+        if null_cond is not None:  # conditioning other than labels (token ids, chapter 5): the model knows "none"
+            cond = torch.as_tensor(y, device=x.device)
+            cond = cond.expand(x.shape[0], *cond.shape[1:]) if cond.shape[0] == 1 else cond
+            if cond.shape[0] != x.shape[0]:
+                raise ValueError(f"y must hold one condition or one per example ({x.shape[0]}), got "
+                                 f"{tuple(cond.shape)}")
+            uncond, c = model(torch.cat([x, x]), torch.cat([t2, t2]), torch.cat([null_cond(cond), cond])).chunk(2)
+            return (1 - w) * uncond + w * c
+        labels = _labels(y, x)
         null = getattr(model, "null_label", None)
         if null is None:
             uncond, cond = model(x, t2, None), model(x, t2, labels)
@@ -98,4 +111,37 @@ def classifier_free_guidance(model, y, w: float):
                          torch.cat([torch.full_like(labels, null), labels]))
             uncond, cond = both.chunk(2)
         return (1 - w) * uncond + w * cond
+    return eps
+
+
+def threshold_x0(x0: torch.Tensor, method: str = "dynamic", percentile: float = 0.995) -> torch.Tensor:
+    """Bring a predicted clean image back into [-1, 1] (Saharia et al. 2022, section 2.3). "static": clip
+    every value to [-1, 1]. "dynamic": per image, s = max(1, the ``percentile`` quantile of |x0|); clip
+    to [-s, s] and divide by s, so an image whose values overshoot is shrunk as a whole instead of being
+    flattened at +-1 (where s = 1 the two are the same). (B, *D) -> (B, *D)."""
+    check_tensor("x0", x0, ndim=None)
+    if method == "static":
+        return x0.clamp(-1.0, 1.0)
+    if method != "dynamic":
+        raise ValueError(f"method must be 'static' or 'dynamic', got {method!r}")
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(f"percentile must be in (0, 1], got {percentile!r}")
+    s = torch.quantile(x0.detach().abs().flatten(1).float(), percentile, dim=1).clamp(min=1.0).to(x0.dtype)
+    s = s.reshape(-1, *([1] * (x0.ndim - 1)))
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def thresholded(eps_model, process: ForwardProcess, method: str = "dynamic", percentile: float = 0.995):
+    """eps'(x, t) whose predicted clean image is ``threshold_x0`` of the model's: with x0_hat = (x - sigma
+    eps) / alpha, eps' = (x - alpha threshold(x0_hat)) / sigma. Any sampler that forms x0_hat from eps
+    (DDIM, DDPM) then steps from the thresholded image."""
+    threshold_x0(torch.zeros(1, 1), method, percentile)  # check the arguments now, not at the first step
+
+    def eps(x, t):
+        e = eps_model(x, t)
+        tt = torch.as_tensor(t, device=x.device)
+        tt = tt.expand(x.shape[0]) if tt.ndim == 0 else tt
+        alpha, sigma = _coef(process.alpha(tt), x), _coef(process.sigma(tt), x)
+        x0 = threshold_x0((x - sigma * e) / alpha, method, percentile)
+        return (x - alpha * x0) / sigma
     return eps

@@ -233,9 +233,10 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention over the pixels of a feature map: one token per pixel, the channels as its
     features; a residual block x + out(attention(GN(x))). Without ``context_dim`` the keys and values
-    come from the pixels too (self-attention); with it, from a context sequence (B, L, context_dim)
-    (cross-attention: text tokens in chapter 5), optionally masked by ``context_mask`` (B, L), True
-    for real tokens. (B, C, H, W) -> (B, C, H, W)."""
+    come from the pixels too (self-attention); with it, a context sequence (B, L, context_dim) (text
+    tokens, chapter 5) is projected to keys and values of its own, appended to the pixels' (GLIDE's
+    design: each pixel attends to the other pixels and to the caption's tokens), optionally masked by
+    ``context_mask`` (B, L), True for real tokens. (B, C, H, W) -> (B, C, H, W)."""
 
     def __init__(self, channels: int, heads: int = 4, groups: int = 8, context_dim: int | None = None):
         super().__init__()
@@ -244,7 +245,8 @@ class Attention(nn.Module):
         self.heads, self.context_dim = heads, context_dim
         self.norm = _norm(channels, groups)
         self.q = nn.Linear(channels, channels)
-        self.kv = nn.Linear(context_dim or channels, 2 * channels)
+        self.kv = nn.Linear(channels, 2 * channels)
+        self.kv_context = nn.Linear(context_dim, 2 * channels) if context_dim else None
         self.out = nn.Linear(channels, channels)
         nn.init.zeros_(self.out.weight)  # starts as the identity, like ResBlock
         nn.init.zeros_(self.out.bias)
@@ -262,10 +264,18 @@ class Attention(nn.Module):
                 got = None if context is None else tuple(context.shape)
                 raise ValueError(f"context must have shape (B, L, context_dim) = ({B}, L, {self.context_dim}), "
                                  f"got {got}")
-            source = context.to(tokens.dtype)
-            mask = None if context_mask is None else context_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, L)
+            source, mask = tokens, None
+            if context_mask is not None:
+                if context_mask.shape != context.shape[:2]:
+                    raise ValueError(f"context_mask must be (B, L) = {tuple(context.shape[:2])}, got "
+                                     f"{tuple(context_mask.shape)}")
+                pixels = torch.ones(B, H * W, dtype=torch.bool, device=x.device)
+                mask = torch.cat([pixels, context_mask.to(torch.bool)], 1)[:, None, None, :]  # (B, 1, 1, HW + L)
         split = lambda z: z.unflatten(-1, (self.heads, C // self.heads)).transpose(1, 2)  # noqa: E731  (B, h, n, C/h)
-        k, v = self.kv(source).chunk(2, dim=-1)
+        k, v = self.kv(source).chunk(2, dim=-1)                                # (B, H*W, C) each
+        if self.kv_context is not None:
+            kc, vc = self.kv_context(context.to(tokens.dtype)).chunk(2, dim=-1)  # (B, L, C) each
+            k, v = torch.cat([k, kc], 1), torch.cat([v, vc], 1)
         out = nn.functional.scaled_dot_product_attention(split(self.q(tokens)), split(k), split(v), attn_mask=mask)
         out = self.out(out.transpose(1, 2).flatten(2))                         # (B, H*W, C)
         return x + out.transpose(1, 2).reshape(B, C, H, W)
@@ -309,7 +319,8 @@ class UNet(nn.Module):
       ``null_label = n_classes`` meaning "no label" (classifier-free guidance, chapter 4). ``cond``
       is then an int64 tensor (B,) of labels in [0, n_classes]; ``cond=None`` means no label.
     * ``context_dim``: every attention block also attends to ``context`` (B, L, context_dim), e.g.
-      text tokens (chapter 5), with an optional ``context_mask`` (B, L).
+      text tokens (chapter 5), with an optional ``context_mask`` (B, L); the mean of the (unmasked)
+      tokens, projected, is added to the time embedding as well (GLIDE's two routes for the caption).
     * ``cond_ch``: an image ``x_cond`` (B, cond_ch, H, W) concatenated to the input channels (the output
       keeps ``in_ch``), e.g. the upsampled low-resolution image of a super-resolution stage (chapter 4),
       with ``cond_level`` (B,) in [0, 1], the noise level that image was corrupted with (noise-conditioning
@@ -340,6 +351,7 @@ class UNet(nn.Module):
         emb_dim = 4 * ch
         self.time_embed = nn.Sequential(TimeEmbedding(ch, scale=time_scale), nn.Linear(ch, emb_dim))
         self.class_embed = nn.Embedding(n_classes + 1, emb_dim) if n_classes else None
+        self.context_embed = nn.Linear(context_dim, emb_dim) if context_dim else None
         self.null_label = n_classes
         self.level_embed = nn.Sequential(TimeEmbedding(ch, scale=time_scale), nn.Linear(ch, emb_dim)) \
             if cond_ch else None
@@ -409,6 +421,14 @@ class UNet(nn.Module):
             raise ValueError("context is required exactly when the UNet was built with context_dim "
                              f"(context_dim={self.context_dim}, context given: {context is not None})")
         emb = self.embedding(as_time(t, x, allow_int=False), cond, B, x.device).to(x.dtype)
+        if context is not None:
+            if context.ndim != 3 or context.shape[0] != B or context.shape[2] != self.context_dim:
+                raise ValueError(f"context must have shape (B, L, context_dim) = ({B}, L, {self.context_dim}), "
+                                 f"got {tuple(context.shape)}")
+            weight = torch.ones(context.shape[:2], device=x.device) if context_mask is None else \
+                context_mask.to(device=x.device, dtype=x.dtype)
+            pooled = (context.to(x.dtype) * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp(min=1)
+            emb = emb + self.context_embed(pooled)
         if self.cond_ch:
             if x_cond is None or x_cond.shape != (B, self.cond_ch, H, W):
                 got = None if x_cond is None else tuple(x_cond.shape)

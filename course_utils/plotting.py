@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from matplotlib import animation
 
-__all__ = ["grid_points", "scatter_2d", "density_2d", "vector_field", "image_grid",
+__all__ = ["grid_points", "scatter_2d", "density_2d", "vector_field", "image_grid", "captioned_grid",
            "animate_trajectories"]
 
 
@@ -107,6 +107,26 @@ def image_grid(images, nrow: int = 8, ax=None, title: str | None = None, value_r
     if title:
         ax.set_title(title)
     return ax
+
+
+def captioned_grid(images, captions, ncol: int = 6, title: str | None = None, size: float = 1.6):
+    """Images (B, 3, H, W) in [-1, 1] in a grid, each with its caption (wrapped) above it (chapter 5)."""
+    import textwrap
+    x = _np(images)
+    if x.ndim != 4 or len(captions) != len(x):
+        raise ValueError(f"need images (B, C, H, W) and B captions, got {x.shape} and {len(captions)} captions")
+    rows = -(-len(x) // ncol)
+    fig, axes = plt.subplots(rows, ncol, figsize=(ncol * size, rows * (size + 0.35)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, im, cap in zip(axes.flat, x, captions):
+        ax.imshow(np.clip((im.transpose(1, 2, 0) + 1) / 2, 0, 1).squeeze(), cmap="gray" if im.shape[0] == 1 else None,
+                  vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title("\n".join(textwrap.wrap(cap, 20)), fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def animate_trajectories(path, ts=None, lim: float = 3.0, max_frames: int = 25, max_points: int = 1000,

@@ -12,6 +12,10 @@
     python -m course_utils.pretrain lowres_digits      # chapter 4's cascade: 4x4 base model
     python -m course_utils.pretrain sr_digits          # ... 4x4 -> 8x8 super-resolution, clean inputs
     python -m course_utils.pretrain sr_aug_digits      # ... the same with noise-conditioning augmentation
+    python -m course_utils.pretrain shape_judge        # chapter 5 (course_utils.pretrain_t2i): the attribute judge,
+    python -m course_utils.pretrain clip_shapes        # ... CLIP,
+    python -m course_utils.pretrain glide_shapes       # ... GLIDE's text-conditional U-Net (cross-attention),
+    python -m course_utils.pretrain glide_pooled       # ... and its one-pooled-vector ablation
 
 Each entry records its configuration, the number of iterations and the training time in the
 checkpoint's ``extra`` so the notebook that loads it can rebuild the model and report them.
@@ -29,8 +33,9 @@ from . import CHECKPOINT_DIR, seed_everything
 from .data import digits, example_mixture, tint
 from .losses import eps_loss
 from .nets import CNF, DigitClassifier, NoiseConditionalScore, TimeClassifier, TimeMLP, UNet
+from .pretrain_t2i import BUILDERS as _T2I_BUILDERS
 from .schedules import DiscreteSchedule, cosine_betas, linear_betas
-from .train import EMA, load_checkpoint, save_checkpoint, train
+from .train import EMA, load_checkpoint, save_checkpoint, start_config, train, warmup_cosine
 
 __all__ = ["CNF_GMM_CONFIG", "CNF_GMM_HUTCHINSON_CONFIG", "make_cnf", "pretrain_cnf_gmm", "pretrain_cnf_gmm_hutchinson",
            "DIGIT_CLASSIFIER_CONFIG", "make_digit_classifier", "pretrain_digit_classifier",
@@ -109,19 +114,10 @@ def _random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[torch.arange(B)[:, None, None], 0, rows, cols][:, None]
 
 
-def _start(default: dict, iters: int | None) -> dict:
-    """A copy of a default configuration with ``steps`` overridden by ``iters``, and the global seed set."""
-    config = dict(default)
-    if iters is not None:
-        config["steps"] = iters
-    seed_everything(config["seed"])
-    return config
-
-
 def pretrain_digit_classifier(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
     """Train the digits classifier on the training split (random 1-pixel shifts, Adam, cosine decay)
     and record its held-out accuracy."""
-    config = _start(DIGIT_CLASSIFIER_CONFIG, iters)
+    config = start_config(DIGIT_CLASSIFIER_CONFIG, iters)
     x_train, y_train = digits("train")
     model = make_digit_classifier(config)
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
@@ -178,16 +174,15 @@ def _pretrain_digits_unet(default: dict, name: str, path, iters, progress, batch
     (classifier-free guidance's training). ``batch_loss(module, x0, y, config, schedule)``: another
     objective on a batch; ``wrap(unet, config)``: a module around the U-Net that is trained and whose EMA
     weights are saved (default: the U-Net itself)."""
-    config = _start(default, iters)
+    config = start_config(default, iters)
     x_train, y_train = digits("train")
     schedule = make_schedule(config) if "schedule" in config else None
     model = make_unet(config)
     saved = model if wrap is None else wrap(model, config)
     ema = EMA(saved, decay=config["ema"])
     opt = torch.optim.Adam(saved.parameters(), lr=config["lr"])
-    warmup, steps = config["warmup"], config["steps"]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(k, steps) / steps)))
+    steps = config["steps"]
+    sched = warmup_cosine(opt, steps, config["warmup"])
 
     def loss_fn(step):
         idx = torch.randint(0, len(x_train), (config["batch"],))
@@ -244,7 +239,7 @@ def noisy_accuracy(model, schedule: DiscreteSchedule, x: torch.Tensor, y: torch.
 def pretrain_noisy_digit_classifier(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
     """Train p(y | x_t, t) on digits noised by DDPM's forward process at t uniform over the N steps
     (random 1-pixel shifts, AdamW, cosine decay); record held-out accuracy at several noise levels."""
-    config = _start(NOISY_CLASSIFIER_CONFIG, iters)
+    config = start_config(NOISY_CLASSIFIER_CONFIG, iters)
     x_train, y_train = digits("train")
     schedule, model = make_schedule(config), make_time_classifier(config)
     opt = torch.optim.AdamW(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
@@ -372,7 +367,7 @@ _BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm), "cnf_gmm_hutchinson": (mak
              "noisy_digit_classifier": (make_time_classifier, pretrain_noisy_digit_classifier),
              "ncsn_digits": (make_ncsn, pretrain_ncsn_digits), "tinted_digits": (make_unet, pretrain_tinted_digits),
              "lowres_digits": (make_unet, pretrain_lowres_digits), "sr_digits": (make_unet, pretrain_sr_digits),
-             "sr_aug_digits": (make_unet, pretrain_sr_aug_digits)}
+             "sr_aug_digits": (make_unet, pretrain_sr_aug_digits), **_T2I_BUILDERS}
 
 
 def load_pretrained(name: str, path: str | None = None):

@@ -43,7 +43,7 @@ from .guidance import classifier_free_guidance
 from .losses import eps_loss
 from .nets import UNet
 from .schedules import DiscreteSchedule, linear_betas
-from .train import EMA, load_checkpoint, save_checkpoint
+from .train import EMA, ema_decay, load_checkpoint, save_checkpoint
 
 __all__ = ["CONFIGS", "make_config", "ShardedBatches", "world_info", "check_world", "shard_loss", "train",
            "load", "sample", "ema_decay", "SAMPLERS", "to_uint8", "save_images", "read_images", "fid",
@@ -194,14 +194,6 @@ def _same_run(saved: dict, config: dict, path: str) -> None:
         detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, asked {config.get(k)!r}" for k in diff)
         raise ValueError(f"out: {path!r} holds a run of another configuration ({detail}); "
                          "choose another --out, or continue it with the same settings")
-
-
-def ema_decay(decay: float, step: int) -> float:
-    """The EMA's decay at update ``step`` (0, 1, ...): min(decay, (1 + step) / (10 + step)). With a fixed
-    decay of 0.999 the average of a short run would still be mostly the random initial weights (0.999^1000
-    = 0.37 of them after 1,000 steps); the warm-up lets it follow the model early (0.1 at the first update,
-    an averaging window of about step / 10 updates) and reaches ``decay`` after about 10 / (1 - decay) steps."""
-    return min(decay, (1 + step) / (10 + step))
 
 
 def _log(out, record):

@@ -7,6 +7,7 @@ checkpoint can hold tensors and plain Python data but never run code.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import tempfile
 import time
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["EMA", "save_checkpoint", "load_checkpoint", "train"]
+__all__ = ["EMA", "ema_decay", "start_config", "warmup_cosine", "save_checkpoint", "load_checkpoint", "train"]
 
 
 class EMA:
@@ -48,6 +49,31 @@ class EMA:
 
     def load_state_dict(self, sd):
         self.model.load_state_dict(sd)
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """An EMA's decay at update ``step`` (0, 1, ...): min(decay, (1 + step) / (10 + step)). With a fixed
+    decay of 0.999 the average of a short run would still be mostly the random initial weights (0.999^1000
+    = 0.37 of them after 1,000 steps); the warm-up lets it follow the model early (0.1 at the first update,
+    an averaging window of about step / 10 updates) and reaches ``decay`` after about 10 / (1 - decay) steps."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def start_config(default: dict, iters: int | None) -> dict:
+    """A copy of a default training configuration with ``steps`` overridden by ``iters``, and the global seed
+    set from its ``seed`` (how every ``course_utils.pretrain`` entry starts)."""
+    from . import seed_everything
+    config = dict(default)
+    if iters is not None:
+        config["steps"] = iters
+    seed_everything(config["seed"])
+    return config
+
+
+def warmup_cosine(optimizer, steps: int, warmup: int):
+    """A learning-rate schedule: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / warmup) * 0.5 * (
+        1 + math.cos(math.pi * min(k, steps) / steps)))
 
 
 def save_checkpoint(path: str, model: nn.Module, optimizer=None, ema: EMA | None = None,
@@ -112,8 +138,10 @@ def load_checkpoint(path: str, model: nn.Module | None = None, optimizer=None, e
 def train(model: nn.Module, loss_fn, optimizer, n_steps: int, *, ema: EMA | None = None,
           grad_clip: float | None = None, scheduler=None, ckpt_path: str | None = None,
           ckpt_every: int | None = None, resume: bool = False, progress: bool = True,
-          desc: str = "training") -> dict:
+          desc: str = "training", ema_warmup: bool = False) -> dict:
     """Minimise ``loss_fn(step)`` (a scalar tensor; it draws its own batch) for ``n_steps`` steps.
+    ``ema_warmup``: the EMA's decay follows ``ema_decay`` (chapter 5's models; the earlier checkpoints
+    were made without it).
 
     With ``ckpt_path``: saves every ``ckpt_every`` steps and at the end; with ``resume=True`` and an
     existing checkpoint, restores model, optimizer, EMA, scheduler, the global torch RNG (and CUDA's,
@@ -157,7 +185,7 @@ def train(model: nn.Module, loss_fn, optimizer, n_steps: int, *, ema: EMA | None
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
-            ema.update(model)
+            ema.update(model, decay=ema_decay(ema.decay, step) if ema_warmup else None)
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -8,7 +8,8 @@ from course_utils.pretrain import checkpoint_path, load_pretrained
 
 
 @pytest.mark.parametrize("name", ["cnf_gmm", "digit_classifier", "ddpm_digits", "cfg_digits", "noisy_digit_classifier",
-                                  "ncsn_digits", "tinted_digits", "lowres_digits", "sr_aug_digits"])
+                                  "ncsn_digits", "tinted_digits", "lowres_digits", "sr_aug_digits", "shape_judge",
+                                  "glide_pooled"])
 def test_pretrain_is_deterministic(tmp_path, name):
     from course_utils.pretrain import _BUILDERS
     paths = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
@@ -20,7 +21,7 @@ def test_pretrain_is_deterministic(tmp_path, name):
         assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("name", ["ncsn_digits", "sr_aug_digits"])
+@pytest.mark.parametrize("name", ["ncsn_digits", "sr_aug_digits", "glide_shapes"])
 def test_pretrain_trains_the_weights_it_saves(tmp_path, name):
     """The saved (EMA) weights moved away from the initial ones: the optimiser updates the module that is saved
     (a wrapper built around a fresh copy would save an untrained network)."""
@@ -133,3 +134,26 @@ def test_shipped_cfg_digits_follows_its_label():
         share = {w: (judge(ddim_sample(schedule, classifier_free_guidance(net, y, w), x_T, n_steps=10).clamp(-1, 1))
                      .argmax(1) == 7).double().mean().item() for w in (0.0, 1.0)}
     assert share[1.0] >= 0.9 and share[0.0] < 0.4, share  # the label steers; without it, sevens are rare
+
+
+def test_shipped_chapter5_judge_and_clip_are_accurate():
+    """The judge reads every attribute of fresh scenes; CLIP ranks a novel caption first among all 128."""
+    from course_utils.pretrain_t2i import judge_accuracy, retrieval_accuracy
+    from course_utils.shapes import shape_scenes, single_captions
+    judge, _ = load_pretrained("shape_judge")
+    x, _, attrs = shape_scenes(300, "heldout", seed=21)
+    assert min(judge_accuracy(judge, x, attrs).values()) >= 0.98
+    clip, _ = load_pretrained("clip_shapes")
+    x, captions, _ = shape_scenes(300, "novel", seed=21, pair_fraction=0.0)
+    assert retrieval_accuracy(clip, x, captions, single_captions()) >= 0.95
+
+
+def test_shipped_glide_follows_its_captions():
+    from course_utils.pretrain_t2i import glide_schedule
+    from course_utils.shapes import attribute_agreement, shape_scenes
+    from course_utils.text import generate
+    judge, _ = load_pretrained("shape_judge")
+    glide, extra = load_pretrained("glide_shapes")
+    captions = shape_scenes(40, "test", seed=22, pair_fraction=0.0)[1]
+    x = generate(glide, glide_schedule(extra["config"]), captions, w=3.0, n_steps=20, seed=5)
+    assert attribute_agreement(judge, x, captions)["all"].double().mean() >= 0.6

@@ -5,6 +5,7 @@
     clip_shapes      CLIP: image and text encoders trained contrastively (about 4 min)
     glide_shapes     GLIDE's text-conditional U-Net: its own text transformer, cross-attention, 15% empty captions
     glide_pooled     the same with the caption reduced to one pooled vector (the binding ablation)
+    noisy_clip       CLIP whose image encoder reads noisy images x_t (for GLIDE's CLIP guidance)
 
 All train on scenes of ``shapes.shape_scenes(n_train, "train")`` (no held-out colour-shape pair).
 """
@@ -21,11 +22,14 @@ from .train import EMA, save_checkpoint, start_config, train, warmup_cosine
 
 __all__ = ["JUDGE_CONFIG", "CLIP_CONFIG", "GLIDE_CONFIG", "GLIDE_POOLED_CONFIG", "make_judge", "make_clip",
            "make_glide", "glide_schedule", "judge_accuracy", "retrieval_accuracy", "pretrain_shape_judge",
-           "pretrain_clip_shapes", "pretrain_glide_shapes", "pretrain_glide_pooled", "BUILDERS"]
+           "pretrain_clip_shapes", "pretrain_glide_shapes", "pretrain_glide_pooled", "BUILDERS", "NOISY_CLIP_CONFIG",
+           "pretrain_noisy_clip"]
 
 JUDGE_CONFIG = dict(width=32, steps=3000, batch=128, lr=2e-3, n_train=20_000, n_heldout=5_000, seed=0)
 CLIP_CONFIG = dict(embed_dim=64, text_dim=64, text_layers=2, width=32, steps=3000, batch=256, lr=1e-3,
                    n_train=30_000, seed=0)
+# GLIDE's CLIP guidance needs a CLIP that reads noisy images: the image encoder also takes t
+NOISY_CLIP_CONFIG = dict(CLIP_CONFIG, time_conditional=True, schedule=dict(kind="cosine", N=1000))
 GLIDE_CONFIG = dict(unet=dict(in_ch=3, ch=32, ch_mult=(1, 2, 2), n_res=1, attn_levels=(1, 2), heads=4, dropout=0.1,
                               groups=8, image_size=16),
                     text=dict(dim=64, layers=2), pooled_only=False, schedule=dict(kind="cosine", N=1000),
@@ -91,11 +95,11 @@ def make_clip(config: dict) -> CLIP:
 
 
 @torch.no_grad()
-def retrieval_accuracy(clip: CLIP, x: torch.Tensor, captions, candidates) -> float:
+def retrieval_accuracy(clip: CLIP, x: torch.Tensor, captions, candidates, t: torch.Tensor | None = None) -> float:
     """Top-1 image-to-caption retrieval: the fraction of images whose best-scoring caption among
-    ``candidates`` is their own."""
+    ``candidates`` is their own (``t``: the noise times, for a noise-aware CLIP)."""
     clip.eval()
-    scores = clip.encode_image(x) @ clip.encode_text(list(candidates)).T            # (N, K)
+    scores = clip.encode_image(x, t) @ clip.encode_text(list(candidates)).T         # (N, K)
     best = [candidates[k] for k in scores.argmax(1).tolist()]
     return sum(b == c for b, c in zip(best, captions)) / len(captions)
 
@@ -127,6 +131,33 @@ def pretrain_clip_shapes(path: str | None = None, iters: int | None = None, prog
     out = train(clip, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc="CLIP")
     table = clip_retrieval_table(clip)
     return _save("clip_shapes", path, clip, config, out, retrieval=table)
+
+
+def pretrain_noisy_clip(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """CLIP whose image encoder sees x_t = alpha(t) x0 + sigma(t) eps at t = k / N, k uniform in 1..N
+    (GLIDE's noise-aware CLIP for CLIP guidance); the text side is trained from scratch with it."""
+    config = start_config(NOISY_CLIP_CONFIG, iters)
+    x, captions, _ = shape_scenes(config["n_train"], "train")
+    clip = make_clip(config)
+    schedule = glide_schedule(config)
+    opt = torch.optim.Adam(clip.parameters(), lr=config["lr"])
+    sched = warmup_cosine(opt, config["steps"], 100)
+
+    def loss_fn(step):
+        idx = torch.randint(0, len(x), (config["batch"],)).tolist()
+        caps = [captions[i] for i in idx]
+        t = schedule.time(torch.randint(0, schedule.N, (len(idx),)))
+        xt = schedule.perturb(x[idx], t, torch.randn_like(x[idx]))
+        return clip_loss(clip(xt, caps, t), same_caption(caps))
+
+    out = train(clip, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc="noisy CLIP")
+    accuracy = {}
+    for k in (0, 300, 600, 900):  # one-object test scenes noised to code index k
+        xs, cs, _ = shape_scenes(500, "test", seed=1, pair_fraction=0.0)
+        t = schedule.time(torch.full((len(xs),), k))
+        xt = schedule.perturb(xs, t, torch.randn(xs.shape, generator=torch.Generator().manual_seed(k)))
+        accuracy[k] = retrieval_accuracy(clip, xt, cs, single_captions(), t)
+    return _save("noisy_clip", path, clip, config, out, retrieval_by_index=accuracy)
 
 
 # ------------------------------------------------------------------------------ GLIDE
@@ -173,4 +204,5 @@ def pretrain_glide_pooled(path: str | None = None, iters: int | None = None, pro
 
 
 BUILDERS = {"shape_judge": (make_judge, pretrain_shape_judge), "clip_shapes": (make_clip, pretrain_clip_shapes),
+            "noisy_clip": (make_clip, pretrain_noisy_clip),
             "glide_shapes": (make_glide, pretrain_glide_shapes), "glide_pooled": (make_glide, pretrain_glide_pooled)}

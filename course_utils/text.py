@@ -74,7 +74,7 @@ class ImageEncoder(nn.Module):
                                              nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1),
                                              nn.GroupNorm(8, c), nn.SiLU()))
             if time_conditional:
-                self.time_proj.append(nn.Linear(4 * width, c))
+                self.time_proj.append(nn.Linear(width, c))
             prev = c
         self.head = nn.Linear(chans[-1] * 16, dim)
 

@@ -234,3 +234,36 @@ def test_chapter4_checkers(capsys):
     assert not ex.check_grey_basis(lambda: torch.eye(3))  # orthogonal, but no grey direction
     out = capsys.readouterr().out
     assert out.count("✓") == 4 and out.count("✗") == 4
+
+
+def test_chapter5_checkers(capsys):
+    from course_utils.guidance import threshold_x0
+
+    def clip_loss_mine(logits):
+        t = torch.arange(len(logits))
+        return (torch.nn.functional.cross_entropy(logits, t) + torch.nn.functional.cross_entropy(logits.T, t)) / 2
+
+    def cross_attention(q, kp, vp, kt, vt, mask):
+        k, v = torch.cat([kp, kt], 1), torch.cat([vp, vt], 1)
+        keep = torch.cat([torch.ones(mask.shape[0], kp.shape[1], dtype=torch.bool), mask], 1)
+        s = (q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])).masked_fill(~keep[:, None, :], float("-inf"))
+        return s.softmax(-1) @ v
+
+    def dynamic(x0, p):
+        s = torch.quantile(x0.abs().flatten(1), p, dim=1).clamp(min=1)[:, None, None, None]
+        return torch.maximum(torch.minimum(x0, s), -s) / s
+
+    assert ex.check_clip_loss(clip_loss_mine)
+    assert ex.check_caption_log_probs(lambda f, g, s: torch.log_softmax(s * f @ g.T, dim=1))
+    assert ex.check_cross_attention(cross_attention)
+    assert ex.check_dynamic_threshold(dynamic)
+    assert ex.check_dynamic_threshold(lambda x0, p: threshold_x0(x0, "dynamic", p))
+    t = lambda lg: torch.nn.functional.cross_entropy(lg, torch.arange(len(lg)))  # noqa: E731  one half only
+    assert not ex.check_clip_loss(t)
+    assert not ex.check_caption_log_probs(lambda f, g, s: torch.log_softmax(s * f @ g.T, dim=0))  # over images
+    assert not ex.check_cross_attention(lambda q, kp, vp, kt, vt, m: cross_attention(q, kp, vp, kt, vt, m | True))
+    assert not ex.check_dynamic_threshold(lambda x0, p: x0.clamp(-1, 1))                         # static
+    out = capsys.readouterr().out
+    assert out.count("✓") == 5 and out.count("✗") == 4
+    assert "only the image-to-caption half" in out and "normalise over captions" in out
+    assert "padding tokens are attended to" in out and "that is static clipping" in out

@@ -15,5 +15,7 @@ from .ch3 import *  # noqa: F401,F403
 from .ch3 import __all__ as _ch3
 from .ch4 import *  # noqa: F401,F403
 from .ch4 import __all__ as _ch4
+from .ch5 import *  # noqa: F401,F403
+from .ch5 import __all__ as _ch5
 
-__all__ = [*_ch0, *_ch1, *_ch2, *_ch3, *_ch4]
+__all__ = [*_ch0, *_ch1, *_ch2, *_ch3, *_ch4, *_ch5]

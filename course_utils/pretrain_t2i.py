@@ -114,45 +114,42 @@ def clip_retrieval_table(clip: CLIP, n: int = 1000, seed: int = 1) -> dict:
     return out
 
 
-def pretrain_clip_shapes(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
-    """Train CLIP on the training scenes with the contrastive loss (scenes sharing a caption count as
-    matches), Adam with warm-up and cosine decay; record retrieval accuracy."""
-    config = start_config(CLIP_CONFIG, iters)
+def _train_clip(default: dict, iters, progress, desc: str):
+    """CLIP on the training scenes with the contrastive loss (scenes sharing a caption count as matches),
+    Adam with warm-up and cosine decay. A ``time_conditional`` config trains on x_t = alpha(t) x0 + sigma(t)
+    eps at t = k / N, k uniform in 1..N (GLIDE's noise-aware CLIP). Returns (config, clip, out)."""
+    config = start_config(default, iters)
     x, captions, _ = shape_scenes(config["n_train"], "train")
     clip = make_clip(config)
+    schedule = glide_schedule(config) if config.get("time_conditional") else None
     opt = torch.optim.Adam(clip.parameters(), lr=config["lr"])
     sched = warmup_cosine(opt, config["steps"], 100)
 
     def loss_fn(step):
         idx = torch.randint(0, len(x), (config["batch"],)).tolist()
-        caps = [captions[i] for i in idx]
-        return clip_loss(clip(x[idx], caps), same_caption(caps))
+        caps, x0, t = [captions[i] for i in idx], x[idx], None
+        if schedule is not None:
+            t = schedule.time(torch.randint(0, schedule.N, (len(idx),)))
+            x0 = schedule.perturb(x0, t, torch.randn_like(x0))
+        return clip_loss(clip(x0, caps, t), same_caption(caps))
 
-    out = train(clip, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc="CLIP")
-    table = clip_retrieval_table(clip)
-    return _save("clip_shapes", path, clip, config, out, retrieval=table)
+    out = train(clip, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc=desc)
+    return config, clip, out
+
+
+def pretrain_clip_shapes(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Train CLIP and record its retrieval accuracy (``clip_retrieval_table``)."""
+    config, clip, out = _train_clip(CLIP_CONFIG, iters, progress, "CLIP")
+    return _save("clip_shapes", path, clip, config, out, retrieval=clip_retrieval_table(clip))
 
 
 def pretrain_noisy_clip(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
-    """CLIP whose image encoder sees x_t = alpha(t) x0 + sigma(t) eps at t = k / N, k uniform in 1..N
-    (GLIDE's noise-aware CLIP for CLIP guidance); the text side is trained from scratch with it."""
-    config = start_config(NOISY_CLIP_CONFIG, iters)
-    x, captions, _ = shape_scenes(config["n_train"], "train")
-    clip = make_clip(config)
+    """Train the noise-aware CLIP of GLIDE's CLIP guidance (text side from scratch with it) and record its
+    retrieval of one-object captions from test scenes noised to code indices 0, 300, 600 and 900."""
+    config, clip, out = _train_clip(NOISY_CLIP_CONFIG, iters, progress, "noisy CLIP")
     schedule = glide_schedule(config)
-    opt = torch.optim.Adam(clip.parameters(), lr=config["lr"])
-    sched = warmup_cosine(opt, config["steps"], 100)
-
-    def loss_fn(step):
-        idx = torch.randint(0, len(x), (config["batch"],)).tolist()
-        caps = [captions[i] for i in idx]
-        t = schedule.time(torch.randint(0, schedule.N, (len(idx),)))
-        xt = schedule.perturb(x[idx], t, torch.randn_like(x[idx]))
-        return clip_loss(clip(xt, caps, t), same_caption(caps))
-
-    out = train(clip, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc="noisy CLIP")
     accuracy = {}
-    for k in (0, 300, 600, 900):  # one-object test scenes noised to code index k
+    for k in (0, 300, 600, 900):
         xs, cs, _ = shape_scenes(500, "test", seed=1, pair_fraction=0.0)
         t = schedule.time(torch.full((len(xs),), k))
         xt = schedule.perturb(xs, t, torch.randn(xs.shape, generator=torch.Generator().manual_seed(k)))

@@ -178,12 +178,16 @@ class TextConditionalUNet(nn.Module):
 
 @torch.no_grad()
 def generate(model, schedule, captions, *, w: float = 3.0, n_steps: int = 25, seed: int = 0, batch: int = 250,
-             threshold: str | None = None, percentile: float = 0.995, x_T: torch.Tensor | None = None) -> torch.Tensor:
+             threshold: str | None = "static", percentile: float = 0.995,
+             x_T: torch.Tensor | None = None) -> torch.Tensor:
     """Images (B, 3, 16, 16) in [-1, 1] for ``captions`` (a list; one image each) from a text-conditional
     noise predictor (``TextConditionalUNet``) by DDIM with ``n_steps`` steps and classifier-free guidance
-    of weight ``w`` (0: the empty caption, 1: the conditional model). ``threshold``: None (the sampler's
-    x0_hat as it comes), "static" or "dynamic" (Imagen's thresholding of x0_hat at every step). The noise
-    of image j depends on ``seed`` and j only (or is ``x_T``). The result is clipped to [-1, 1]."""
+    of weight ``w`` (0: the empty caption, 1: the conditional model). ``threshold``: what happens to the
+    predicted clean image x0_hat at every step: "static" (clipped to [-1, 1], the default, as in DDPM's and
+    GLIDE's samplers), "dynamic" (Imagen's) or None (left as it is: with the cosine schedule, whose last
+    alpha_bar is 2.4e-9, the first step divides the network's error by sqrt(alpha_bar) and the samples are
+    noise; notebook 05, section 4). The noise of image j depends on ``seed`` and j only (or is ``x_T``).
+    The result is clipped to [-1, 1]."""
     from .ddpm import ddim_sample
     from .guidance import classifier_free_guidance, thresholded
     if isinstance(captions, str):

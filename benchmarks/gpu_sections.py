@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ["03_ddpm_ddim.ipynb", "04_langevin_ncsn_guidance.ipynb"]
+NOTEBOOKS = ["03_ddpm_ddim.ipynb", "04_langevin_ncsn_guidance.ipynb", "05_text_to_image.ipynb"]
 
 
 def standin_cifar(seed: int = 0, n: tuple[int, int] = (50_000, 10_000)):

@@ -29,6 +29,10 @@ adapter), ``schedules`` (the ``ForwardProcess`` interface, DDPM's beta schedules
 denoising score matching, noise prediction), ``metrics`` (two-sample distances and their noise
 floor), ``plotting``, ``train`` (training loop, EMA, checkpoints), ``exercises`` (checkers for the
 notebooks' exercises, one module per chapter), ``pretrain`` (regenerates the shipped checkpoints).
+Later chapters add ``ddpm`` (DDPM and DDIM samplers, DDIM inversion, the variational bound), ``guidance``,
+``inpainting``, ``scale`` (CIFAR-10 on GPUs), and for chapter 5 ``shapes`` (the captioned scenes and
+their judge), ``text`` (tokenizer, text encoder, CLIP, the text-conditional U-Net), ``unclip`` (DALL-E 2's
+decoder and prior), ``autoencoder`` (latent diffusion's autoencoder and its bound) and ``pretrain_t2i``.
 """
 from __future__ import annotations
 

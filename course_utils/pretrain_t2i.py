@@ -6,24 +6,38 @@
     glide_shapes     GLIDE's text-conditional U-Net: its own text transformer, cross-attention, 15% empty captions
     glide_pooled     the same with the caption reduced to one pooled vector (the binding ablation)
     noisy_clip       CLIP whose image encoder reads noisy images x_t (for GLIDE's CLIP guidance)
+    unclip_decoder   DALL-E 2's decoder: GLIDE's U-Net fine-tuned to read a CLIP image embedding as well
+    unclip_prior     DALL-E 2's diffusion prior p(z_img | C) over clip_shapes' image embeddings
+    shape_autoencoder  latent diffusion's KL-regularised autoencoder, 16x16x3 scenes <-> 8x8x4 latents
+    latent_shapes    the latent text-to-image U-Net: frozen CLIP text encoder, cross-attention (a mini Stable Diffusion)
+    imagen_base      Imagen's cascade, base stage: 8x8 scenes, frozen CLIP text encoder
+    imagen_sr        ... and its 8x8 -> 16x16 super-resolution stage with noise-conditioning augmentation
 
 All train on scenes of ``shapes.shape_scenes(n_train, "train")`` (no held-out colour-shape pair).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import CHECKPOINT_DIR
+from .autoencoder import KLAutoencoder, vae_loss
 from .losses import eps_loss
-from .schedules import DiscreteSchedule, cosine_betas
+from .schedules import DiscreteSchedule, cosine_betas, linear_betas
 from .shapes import ShapeJudge, judge_loss, judge_targets, pair_captions, shape_scenes, single_captions, tokenize
 from .text import CLIP, TextConditionalUNet, clip_loss, same_caption
 from .train import EMA, save_checkpoint, start_config, train, warmup_cosine
+from .unclip import DiffusionPrior, UnCLIPDecoder, prior_inputs, scaled
 
 __all__ = ["JUDGE_CONFIG", "CLIP_CONFIG", "GLIDE_CONFIG", "GLIDE_POOLED_CONFIG", "make_judge", "make_clip",
            "make_glide", "glide_schedule", "judge_accuracy", "retrieval_accuracy", "pretrain_shape_judge",
            "pretrain_clip_shapes", "pretrain_glide_shapes", "pretrain_glide_pooled", "BUILDERS", "NOISY_CLIP_CONFIG",
-           "pretrain_noisy_clip"]
+           "pretrain_noisy_clip", "UNCLIP_DECODER_CONFIG", "UNCLIP_PRIOR_CONFIG", "make_unclip_decoder",
+           "make_unclip_prior", "pretrain_unclip_decoder", "pretrain_unclip_prior", "frozen",
+           "AUTOENCODER_CONFIG", "LATENT_CONFIG", "make_autoencoder", "pretrain_shape_autoencoder",
+           "pretrain_latent_shapes", "IMAGEN_BASE_CONFIG", "IMAGEN_SR_CONFIG", "pretrain_imagen_base",
+           "pretrain_imagen_sr"]
 
 JUDGE_CONFIG = dict(width=32, steps=3000, batch=128, lr=2e-3, n_train=20_000, n_heldout=5_000, seed=0)
 CLIP_CONFIG = dict(embed_dim=64, text_dim=64, text_layers=2, width=32, steps=3000, batch=256, lr=1e-3,
@@ -36,10 +50,29 @@ GLIDE_CONFIG = dict(unet=dict(in_ch=3, ch=32, ch_mult=(1, 2, 2), n_res=1, attn_l
                     p_uncond=0.15, steps=3000, batch=128, lr=1e-3, warmup=200, ema=0.999, grad_clip=1.0,
                     n_train=30_000, seed=0)
 GLIDE_POOLED_CONFIG = dict(GLIDE_CONFIG, pooled_only=True)
+# DALL-E 2's decoder starts from the GLIDE checkpoint (the paper's decoder is a modified GLIDE) and reads
+# clip_shapes' image embedding as four extra context tokens; embedding dropped 10%, caption 50% of the time
+UNCLIP_DECODER_CONFIG = dict(GLIDE_CONFIG, init="glide_shapes", clip="clip_shapes", n_tokens=4, p_drop_embedding=0.1,
+                             p_drop_caption=0.5, steps=2500, lr=1e-3, warmup=100)
+# latent diffusion: an autoencoder 16x16x3 -> 8x8x4, then a text-conditional U-Net on its latents whose text
+# encoder is clip_shapes' own, frozen (Stable Diffusion's choice; Imagen's lesson), with DDPM's linear schedule
+AUTOENCODER_CONFIG = dict(latent_ch=4, width=32, sigma_x=0.02, kl_weight=1e-3, steps=4000, batch=128, lr=1e-3,
+                          n_train=30_000, seed=0)
+LATENT_CONFIG = dict(GLIDE_CONFIG, unet=dict(in_ch=4, ch=32, ch_mult=(1, 2), n_res=1, attn_levels=(0, 1), heads=4,
+                                             dropout=0.1, groups=8, image_size=8),
+                     ae="shape_autoencoder", clip="clip_shapes", schedule=dict(kind="linear", N=1000))
+# Imagen: a cascade of a base model at 8x8 and a super-resolution model 8x8 -> 16x16, both reading the
+# caption through clip_shapes' text encoder, frozen
+IMAGEN_BASE_CONFIG = dict(GLIDE_CONFIG, unet=dict(in_ch=3, ch=32, ch_mult=(1, 2), n_res=1, attn_levels=(0, 1), heads=4,
+                                                  dropout=0.1, groups=8, image_size=8), clip="clip_shapes", steps=1500)
+IMAGEN_SR_CONFIG = dict(GLIDE_CONFIG, unet=dict(in_ch=3, ch=24, ch_mult=(1, 2), n_res=1, attn_levels=(1,), heads=4,
+                                                dropout=0.1, groups=8, image_size=16, cond_ch=3),
+                        clip="clip_shapes", aug_max=0.5, steps=1500)
+UNCLIP_PRIOR_CONFIG = dict(clip="clip_shapes", dim=128, layers=4, heads=4, schedule=dict(kind="cosine", N=1000),
+                           steps=3000, batch=256, lr=5e-4, warmup=200, ema=0.999, n_train=30_000, seed=0)
 
 
 def _path(name, path):
-    import os
     return path or os.path.join(CHECKPOINT_DIR, f"{name}.pt")
 
 
@@ -163,31 +196,46 @@ def make_glide(config: dict) -> TextConditionalUNet:
 
 
 def glide_schedule(config: dict) -> DiscreteSchedule:
-    if config["schedule"] != dict(kind="cosine", N=config["schedule"]["N"]):
+    """The noise schedule a config names: {"kind": "cosine" or "linear", "N": steps}."""
+    kind, N = config["schedule"].get("kind"), config["schedule"].get("N")
+    if kind not in ("cosine", "linear") or set(config["schedule"]) != {"kind", "N"}:
         raise ValueError(f"unknown schedule {config['schedule']}")
-    return DiscreteSchedule(cosine_betas(config["schedule"]["N"]))
+    return DiscreteSchedule(cosine_betas(N) if kind == "cosine" else linear_betas(N))
 
 
-def _pretrain_glide(default: dict, name: str, path, iters, progress) -> dict:
-    config = start_config(default, iters)
+def _train_text_unet(config: dict, name: str, path, progress, target=None, image_cond=None) -> dict:
+    """The training loop of every caption-conditional U-Net here (GLIDE, the latent model, Imagen's two
+    stages): eps-prediction on ``target(idx)`` (default: the training scenes themselves), 15% empty
+    captions, Adam with warm-up and cosine decay, gradient clipping, EMA (saved). With ``config["clip"]`` the
+    text encoder is that CLIP checkpoint's, frozen; ``image_cond(idx, x0)`` returns the extra inputs of a
+    super-resolution U-Net (x_cond, cond_level)."""
     x, captions, _ = shape_scenes(config["n_train"], "train")
     ids, _ = tokenize(captions)
     model = make_glide(config)
+    if config.get("clip"):
+        model.text.load_state_dict(frozen(config["clip"]).text.state_dict())
+        model.text.requires_grad_(False)
     schedule = glide_schedule(config)
     ema = EMA(model, decay=config["ema"])
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config["lr"])
     sched = warmup_cosine(opt, config["steps"], config["warmup"])
 
     def loss_fn(step):
         idx = torch.randint(0, len(x), (config["batch"],))
+        x0 = x[idx] if target is None else target(idx)
+        extra = {} if image_cond is None else image_cond(idx, x0)
         cond = ids[idx].clone()
         drop = torch.rand(len(idx)) < config["p_uncond"]
         cond[drop] = model.null_cond(cond[drop])                       # the empty caption: p(x) learned too
-        return eps_loss(lambda z, t: model(z, t, cond), x[idx], schedule).mean()
+        return eps_loss(lambda z, t: model(z, t, cond, **extra), x0, schedule).mean()
 
     out = train(model, loss_fn, opt, config["steps"], ema=ema, grad_clip=config["grad_clip"], scheduler=sched,
                 progress=progress, desc=name, ema_warmup=True)
     return _save(name, path, ema.model, config, out, tail=200)
+
+
+def _pretrain_glide(default: dict, name: str, path, iters, progress) -> dict:
+    return _train_text_unet(start_config(default, iters), name, path, progress)
 
 
 def pretrain_glide_shapes(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
@@ -200,6 +248,162 @@ def pretrain_glide_pooled(path: str | None = None, iters: int | None = None, pro
     return _pretrain_glide(GLIDE_POOLED_CONFIG, "glide_pooled", path, iters, progress)
 
 
+# ------------------------------------------------------------------------------ DALL-E 2 (unCLIP)
+def frozen(name: str):
+    """A shipped checkpoint (``name``) loaded for use inside another model, in eval mode, gradients off."""
+    from .pretrain import load_pretrained
+    model, _ = load_pretrained(name)
+    return model.eval().requires_grad_(False)
+
+
+def make_unclip_decoder(config: dict) -> UnCLIPDecoder:
+    return UnCLIPDecoder(config["unet"], config["text"], n_tokens=config["n_tokens"])
+
+
+def make_unclip_prior(config: dict) -> DiffusionPrior:
+    return DiffusionPrior(dim=config["dim"], layers=config["layers"], heads=config["heads"])
+
+
+def pretrain_unclip_decoder(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Fine-tune the GLIDE checkpoint into unCLIP's decoder: each training scene's CLIP image embedding
+    f(X) (frozen ``clip_shapes``) becomes extra context; the embedding is zeroed 10% and the caption
+    emptied 50% of the time, independently (both at once: 5%, the unconditional model). EMA weights saved."""
+    config = start_config(UNCLIP_DECODER_CONFIG, iters)
+    x, captions, _ = shape_scenes(config["n_train"], "train")
+    ids, _ = tokenize(captions)
+    clip = frozen(config["clip"])
+    with torch.no_grad():
+        z = torch.cat([clip.encode_image(x[i:i + 2000]) for i in range(0, len(x), 2000)])
+    model = make_unclip_decoder(config)
+    if config["init"]:
+        model.glide.load_state_dict(frozen(config["init"]).state_dict())
+    schedule = glide_schedule(config)
+    ema = EMA(model, decay=config["ema"])
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    sched = warmup_cosine(opt, config["steps"], config["warmup"])
+
+    def loss_fn(step):
+        idx = torch.randint(0, len(x), (config["batch"],))
+        caps = ids[idx].clone()
+        drop = torch.rand(len(idx)) < config["p_drop_caption"]
+        caps[drop] = model.glide.null_cond(caps[drop])
+        emb = z[idx] * (torch.rand(len(idx), 1) >= config["p_drop_embedding"])
+        cond = torch.cat([caps.to(emb), emb], 1)
+        return eps_loss(lambda v, t: model(v, t, cond), x[idx], schedule).mean()
+
+    out = train(model, loss_fn, opt, config["steps"], ema=ema, grad_clip=config["grad_clip"], scheduler=sched,
+                progress=progress, desc="unCLIP decoder", ema_warmup=True)
+    return _save("unclip_decoder", path, ema.model, config, out, tail=200)
+
+
+def pretrain_unclip_prior(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Train the diffusion prior on (caption, f(X)) pairs of the training scenes, frozen ``clip_shapes`` on
+    both sides: x0-prediction of the scaled embedding sqrt(E) f(X) with a mean squared error. Records the
+    mean cosine between prior samples and real image embeddings of the same caption on test scenes."""
+    config = start_config(UNCLIP_PRIOR_CONFIG, iters)
+    x, captions, _ = shape_scenes(config["n_train"], "train")
+    clip = frozen(config["clip"])
+    unique = sorted(set(captions))
+    index = torch.tensor([unique.index(c) for c in captions])
+    tokens, mask, text_emb = prior_inputs(clip, unique)
+    with torch.no_grad():
+        z0 = scaled(torch.cat([clip.encode_image(x[i:i + 2000]) for i in range(0, len(x), 2000)]))
+    prior = make_unclip_prior(config)
+    schedule = glide_schedule(config)
+    ema = EMA(prior, decay=config["ema"])
+    opt = torch.optim.AdamW(prior.parameters(), lr=config["lr"], weight_decay=0.01)
+    sched = warmup_cosine(opt, config["steps"], config["warmup"])
+
+    def loss_fn(step):
+        idx = torch.randint(0, len(x), (config["batch"],))
+        k = index[idx]
+        t = schedule.time(torch.randint(0, schedule.N, (len(idx),)))
+        zt = schedule.perturb(z0[idx], t, torch.randn_like(z0[idx]))
+        return (prior(zt, t, tokens[k], mask[k], text_emb[k]) - z0[idx]).pow(2).mean()
+
+    out = train(prior, loss_fn, opt, config["steps"], ema=ema, scheduler=sched, progress=progress,
+                desc="unCLIP prior", ema_warmup=True)
+    return _save("unclip_prior", path, ema.model, config, out, tail=200)
+
+
+# ------------------------------------------------------------------------------ latent diffusion
+def make_autoencoder(config: dict) -> KLAutoencoder:
+    return KLAutoencoder(3, config["latent_ch"], config["width"], config["sigma_x"])
+
+
+def pretrain_shape_autoencoder(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The KL-regularised autoencoder (``autoencoder.vae_loss``, Adam with cosine decay) on the training
+    scenes; then ``latent_scale`` from their latents. Records the judge's all-attributes-right rate on
+    reconstructions of test scenes (the ceiling of any latent model) and the bound's terms."""
+    config = start_config(AUTOENCODER_CONFIG, iters)
+    x, _, _ = shape_scenes(config["n_train"], "train")
+    ae = make_autoencoder(config)
+    opt = torch.optim.Adam(ae.parameters(), lr=config["lr"])
+    sched = warmup_cosine(opt, config["steps"], 100)
+
+    def loss_fn(step):
+        return vae_loss(ae, x[torch.randint(0, len(x), (config["batch"],))], config["kl_weight"])
+
+    out = train(ae, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc="autoencoder")
+    ae.eval()
+    scale = ae.set_latent_scale(x)
+    from .shapes import attribute_agreement
+    xt, ct, _ = shape_scenes(1000, "test", seed=1)
+    with torch.no_grad():
+        right = attribute_agreement(frozen("shape_judge"), ae.from_latent(ae.to_latent(xt)), ct)["all"]
+    return _save("shape_autoencoder", path, ae, config, out, reconstruction_all_right=right.double().mean().item(),
+                 latent_scale=scale)
+
+
+def pretrain_latent_shapes(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """The latent text-to-image U-Net: eps-prediction on u = latent_scale * z, z ~ q(z | x) of the frozen
+    ``shape_autoencoder`` drawn afresh each step, captions through ``clip_shapes``' text encoder, frozen;
+    15% empty captions; EMA weights saved."""
+    config = start_config(LATENT_CONFIG, iters)
+    x, _, _ = shape_scenes(config["n_train"], "train")
+    ae = frozen(config["ae"])
+    with torch.no_grad():
+        stats = [ae.encode(x[i:i + 2000]) for i in range(0, len(x), 2000)]
+    mean, std = torch.cat([m for m, _ in stats]), torch.cat([(0.5 * v).exp() for _, v in stats])
+
+    def target(idx):
+        return (mean[idx] + std[idx] * torch.randn_like(mean[idx])) * ae.latent_scale
+
+    return _train_text_unet(config, "latent_shapes", path, progress, target=target)
+
+
+# ------------------------------------------------------------------------------ Imagen's cascade
+def pretrain_imagen_base(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Imagen's base stage: 8x8 scenes (average-pooled), captions through clip_shapes' frozen text encoder."""
+    from .pretrain import downsample
+    config = start_config(IMAGEN_BASE_CONFIG, iters)
+    x, _, _ = shape_scenes(config["n_train"], "train")
+    low = downsample(x)
+    return _train_text_unet(config, "imagen_base", path, progress, target=lambda idx: low[idx])
+
+
+def pretrain_imagen_sr(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Imagen's super-resolution stage 8x8 -> 16x16: the caption (frozen text encoder) and the 8x8 scene
+    upsampled (nearest) as extra channels, noised to a level s uniform in [0, aug_max] (noise-conditioning
+    augmentation, as in chapter 4's cascade; index -1 is s = 0, clean) with s given to the U-Net."""
+    from .pretrain import downsample, upsample
+    config = start_config(IMAGEN_SR_CONFIG, iters)
+    schedule = glide_schedule(config)
+
+    def image_cond(idx, x0):
+        low = upsample(downsample(x0))
+        k = torch.randint(-1, int(config["aug_max"] * schedule.N), (len(x0),))
+        s = schedule.time(k, dtype=x0.dtype)
+        return dict(x_cond=schedule.perturb(low, s, torch.randn_like(low)), cond_level=s)
+
+    return _train_text_unet(config, "imagen_sr", path, progress, image_cond=image_cond)
+
+
 BUILDERS = {"shape_judge": (make_judge, pretrain_shape_judge), "clip_shapes": (make_clip, pretrain_clip_shapes),
             "noisy_clip": (make_clip, pretrain_noisy_clip),
-            "glide_shapes": (make_glide, pretrain_glide_shapes), "glide_pooled": (make_glide, pretrain_glide_pooled)}
+            "glide_shapes": (make_glide, pretrain_glide_shapes), "glide_pooled": (make_glide, pretrain_glide_pooled),
+            "unclip_decoder": (make_unclip_decoder, pretrain_unclip_decoder),
+            "unclip_prior": (make_unclip_prior, pretrain_unclip_prior),
+            "shape_autoencoder": (make_autoencoder, pretrain_shape_autoencoder),
+            "latent_shapes": (make_glide, pretrain_latent_shapes),
+            "imagen_base": (make_glide, pretrain_imagen_base), "imagen_sr": (make_glide, pretrain_imagen_sr)}

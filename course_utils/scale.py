@@ -43,6 +43,7 @@ from .guidance import classifier_free_guidance
 from .losses import eps_loss
 from .nets import UNet
 from .schedules import DiscreteSchedule, linear_betas
+from .tensors import per_item_noise
 from .train import EMA, ema_decay, load_checkpoint, save_checkpoint
 
 __all__ = ["CONFIGS", "make_config", "ShardedBatches", "world_info", "check_world", "shard_loss", "train",
@@ -148,7 +149,8 @@ def shard_loss(model, schedule: DiscreteSchedule, images: torch.Tensor, batches:
     sum over pixels) divided by the number of pixels, as DDPM's code averages, so that clipping the
     gradient norm at 1 only acts on unusually large steps. A scalar; 1 for a network that predicts 0.
 
-    ``images`` uint8 (N, 3, H, W) on the training device. t, eps and the flips are drawn for the whole
+    ``images`` uint8 (N, 3, H, W) on the training device, or floating (N, C, H, W) data used as it is
+    (latents: latent diffusion, chapter 5). t, eps and the flips are drawn for the whole
     global batch from a generator seeded by (seed, step) and sliced like the images, so the shares of all
     processes together are exactly the one-process batch.
 
@@ -162,7 +164,8 @@ def shard_loss(model, schedule: DiscreteSchedule, images: torch.Tensor, batches:
     k = torch.randint(1, schedule.N + 1, (B,), device=dev, generator=g)[lo:hi]  # L_simple: k uniform in 1..N
     eps = torch.randn((B, *images.shape[1:]), device=dev, generator=g)[lo:hi]
     flips = (torch.rand(B, device=dev, generator=g) < 0.5)[lo:hi]
-    x0 = images[idx].float() / 127.5 - 1  # (b, C, H, W) in [-1, 1]
+    # uint8 images -> [-1, 1]; floating data (an autoencoder's latents, chapter 5) is used as it is
+    x0 = images[idx].float() / 127.5 - 1 if images.dtype == torch.uint8 else images[idx].float()
     if flip:
         x0 = torch.where(flips[:, None, None, None], x0.flip(-1), x0)
 
@@ -204,7 +207,7 @@ def _log(out, record):
 def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int | None = None,
           minutes: float | None = None, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
           data_root: str | None = None, download: bool = False, resume: bool = True, device: str | None = None,
-          progress: bool = True, **overrides) -> dict:
+          progress: bool = True, decode=None, **overrides) -> dict:
     """Train the chapter-3 UNet on CIFAR-10 (or on ``images``, uint8 (N, 3, H, W)) as ``config`` says.
 
     ``config``: a name in ``CONFIGS`` (``overrides`` change its settings) or a dict from ``make_config``.
@@ -215,6 +218,9 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
     Under torchrun, every process runs this. A config whose UNet has ``n_classes`` (``--classes``) trains
     class-conditionally for classifier-free guidance: the labels (CIFAR-10's, or ``labels`` with
     ``images``) are dropped with probability ``p_uncond``; its sample grids are conditional (class j % 10).
+    Latent diffusion (chapter 5): ``images`` may be floating latents (N, C, h, w) from a frozen autoencoder
+    (set ``unet=dict(in_ch=C, image_size=h)`` and ``flip=False``); ``decode`` maps sampled latents to images
+    in [-1, 1] for the sample grids (without it a run on latents draws none).
     Returns ``{"step", "seconds", "images_per_s", "loss", "checkpoint"}`` (on every rank).
     """
     config = make_config(config, **overrides) if isinstance(config, str) else dict(config)
@@ -295,9 +301,9 @@ def train(config: str | dict = "small", out: str = "runs/cifar", *, steps: int |
             dist.barrier()
 
     def grid(step):
-        if main:
+        if main and (images.dtype == torch.uint8 or decode is not None):
             x = sample(ema.model, schedule, fixed_noise.shape[0], sampler="ddim", steps=config["sample_steps"],
-                       x_T=fixed_noise, device=dev, bf16=autocast, progress=False, w=1.0)
+                       x_T=fixed_noise, device=dev, bf16=autocast, progress=False, w=1.0, decode=decode)
             save_images(x, os.path.join(out, "samples", f"step_{step:07d}.png"))
 
     t0 = t_log = time.time()
@@ -378,7 +384,7 @@ SAMPLERS = {  # name -> (function, whether it takes a number of steps)
 @torch.no_grad()
 def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", steps: int = 100, batch: int = 500,
            seed: int = 0, x_T: torch.Tensor | None = None, device=None, bf16: bool | None = None,
-           progress: bool = True, w: float = 1.0, label: int | None = None) -> torch.Tensor:
+           progress: bool = True, w: float = 1.0, label: int | None = None, decode=None) -> torch.Tensor:
     """``n`` images from ``model`` with a course sampler ("ddpm": all N steps; "ddim", "heun", "dpm2m":
     ``steps`` steps), ``batch`` at a time on ``device``, as uint8 (n, C, H, W) in 0..255. The noise of
     image j depends only on ``seed`` and j (or is ``x_T``), not on ``batch``, so DDIM (eta = 0), Heun and
@@ -388,7 +394,8 @@ def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", 
     A class-conditional model (``n_classes``) samples class ``label`` (default: image j gets class
     j % n_classes) with classifier-free guidance of weight ``w`` (0: unconditional, 1: the conditional
     model, > 1: guided); ``w`` and ``label`` are refused for an unconditional model unless left at their
-    defaults."""
+    defaults. ``decode``: a map from the model's samples to images in [-1, 1] (an autoencoder's decoder, for a
+    model trained on latents), applied to each batch before the conversion to uint8."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
     for name, v in (("n", n), ("steps", steps), ("batch", batch)):
@@ -420,19 +427,22 @@ def sample(model, schedule: DiscreteSchedule, n: int, *, sampler: str = "ddim", 
 
     fn, takes_steps = SAMPLERS[sampler]
     kw = dict(n_steps=steps) if takes_steps else {}
-    out = torch.empty((n, C, size, size), dtype=torch.uint8)
+    out = None
     g = torch.Generator(dev).manual_seed(seed)  # the stochastic samplers' draws, one stream for all batches
     for lo in tqdm(range(0, n, batch), desc=f"sampling ({sampler})", disable=not progress):
         hi = min(n, lo + batch)
         if x_T is None:
-            noise = torch.stack([torch.randn((C, size, size),
-                                             generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
-                                 for j in range(lo, hi)])
+            noise = per_item_noise((C, size, size), seed, lo, hi)
         else:
             noise = x_T[lo:hi]
         if sampler in ("ddpm", "ddim"):
             kw["generator"] = g
         x = fn(schedule, make_eps(lo, hi), noise.to(dev), **kw)
+        if decode is not None:
+            with torch.no_grad():
+                x = decode(x)
+        if out is None:
+            out = torch.empty((n, *x.shape[1:]), dtype=torch.uint8)
         out[lo:hi] = to_uint8(x).cpu()
     return out
 

@@ -15,7 +15,7 @@ import torch
 
 from ._checks import check_generator
 
-__all__ = ["append_dims", "time_dtype", "as_time", "randn", "rand", "randint", "rademacher"]
+__all__ = ["append_dims", "time_dtype", "as_time", "randn", "rand", "randint", "rademacher", "per_item_noise"]
 
 
 def append_dims(c: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -105,3 +105,10 @@ def rademacher(shape, *, like: torch.Tensor | None = None, generator: torch.Gene
     """Independent signs +-1 with equal probability, placed like ``randn``."""
     return _draw(lambda g, dt, dev: torch.randint(0, 2, shape, generator=g, device=dev).to(dt) * 2 - 1,
                  like, generator, dtype, device)
+
+
+def per_item_noise(shape, seed: int, lo: int, hi: int) -> torch.Tensor:
+    """Standard normal noise (hi - lo, *shape) on the CPU whose row j (for item j of lo..hi-1) depends only on
+    ``seed`` and j: a batch of samples is then the same whatever the batch size it is drawn in."""
+    return torch.stack([torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
+                        for j in range(lo, hi)])

@@ -20,6 +20,7 @@ from torch import nn
 
 from .nets import TimeEmbedding
 from .shapes import MAX_TOKENS, VOCAB, tokenize
+from .tensors import per_item_noise
 
 __all__ = ["TextEncoder", "ImageEncoder", "CLIP", "clip_loss", "same_caption", "TextConditionalUNet", "generate"]
 
@@ -164,7 +165,9 @@ class TextConditionalUNet(nn.Module):
         """The empty caption's ids, shaped like ``cond``: classifier-free guidance's unconditional input."""
         return self.empty[: cond.shape[1]].expand(cond.shape[0], -1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None, **image_cond) -> torch.Tensor:
+        """``image_cond``: ``x_cond`` and ``cond_level`` for a U-Net built with ``cond_ch`` (a super-resolution
+        stage, section 6), passed on to it."""
         ids = self.empty.expand(x.shape[0], -1) if cond is None else cond.to(x.device)
         if ids.dtype != torch.long or ids.ndim != 2 or ids.shape[0] != x.shape[0]:
             raise ValueError(f"cond must be token ids (B, L) = ({x.shape[0]}, L) from tokenize, got "
@@ -172,14 +175,15 @@ class TextConditionalUNet(nn.Module):
         mask = ids != 0
         tokens, pooled = self.text(ids, mask)
         if self.pooled_only:
-            return self.unet(x, t, context=pooled[:, None])
-        return self.unet(x, t, context=tokens, context_mask=mask)
+            return self.unet(x, t, context=pooled[:, None], **image_cond)
+        return self.unet(x, t, context=tokens, context_mask=mask, **image_cond)
 
 
 @torch.no_grad()
 def generate(model, schedule, captions, *, w: float = 3.0, n_steps: int = 25, seed: int = 0, batch: int = 250,
              threshold: str | None = "static", percentile: float = 0.995,
-             x_T: torch.Tensor | None = None) -> torch.Tensor:
+             x_T: torch.Tensor | None = None, shape=(3, 16, 16), clamp: bool = True,
+             x_cond: torch.Tensor | None = None, cond_level: float = 0.0) -> torch.Tensor:
     """Images (B, 3, 16, 16) in [-1, 1] for ``captions`` (a list; one image each) from a text-conditional
     noise predictor (``TextConditionalUNet``) by DDIM with ``n_steps`` steps and classifier-free guidance
     of weight ``w`` (0: the empty caption, 1: the conditional model). ``threshold``: what happens to the
@@ -187,21 +191,44 @@ def generate(model, schedule, captions, *, w: float = 3.0, n_steps: int = 25, se
     GLIDE's samplers), "dynamic" (Imagen's) or None (left as it is: with the cosine schedule, whose last
     alpha_bar is 2.4e-9, the first step divides the network's error by sqrt(alpha_bar) and the samples are
     noise; notebook 05, section 4). The noise of image j depends on ``seed`` and j only (or is ``x_T``).
-    The result is clipped to [-1, 1]."""
+    The result is clipped to [-1, 1] (``clamp=False``: left as it is).
+
+    ``captions`` may also be a tensor of conditioning rows, one per image, that ``model`` takes as its
+    ``cond`` (``unclip.decoder_cond``); ``shape`` is the shape of one sample (a latent's, for the latent
+    diffusion model of section 7, with ``threshold=None, clamp=False``: latents have no range to clip to).
+    ``x_cond`` (B, C, H, W) and ``cond_level``: the conditioning image of a super-resolution stage (section 6)
+    and the noise level it was corrupted to, given to the U-Net with every caption (guided or not)."""
     from .ddpm import ddim_sample
     from .guidance import classifier_free_guidance, thresholded
     if isinstance(captions, str):
         raise ValueError("captions must be a list of captions (one image each); wrap a single caption in [...]")
-    ids, _ = tokenize(list(captions))
+    ids = captions if torch.is_tensor(captions) else tokenize(list(captions))[0]
     dev = next(model.parameters()).device
     model.eval()
     out = []
     for lo in range(0, len(ids), batch):
         hi = min(len(ids), lo + batch)
-        noise = x_T[lo:hi] if x_T is not None else torch.stack([torch.randn(
-            3, 16, 16, generator=torch.Generator().manual_seed(seed * 1_000_003 + j)) for j in range(lo, hi)])
-        eps = classifier_free_guidance(model, ids[lo:hi].to(dev), w)
+        noise = x_T[lo:hi] if x_T is not None else per_item_noise(shape, seed, lo, hi)
+        net = model if x_cond is None else _WithImage(model, x_cond[lo:hi].to(dev), cond_level)
+        eps = classifier_free_guidance(net, ids[lo:hi].to(dev), w)
         if threshold is not None:
             eps = thresholded(eps, schedule, threshold, percentile)
-        out.append(ddim_sample(schedule, eps, noise.to(dev), n_steps=n_steps).clamp(-1, 1).cpu())
+        x = ddim_sample(schedule, eps, noise.to(dev), n_steps=n_steps)
+        out.append((x.clamp(-1, 1) if clamp else x).cpu())
     return torch.cat(out)
+
+
+class _WithImage:
+    """A super-resolution U-Net with its conditioning image bound, callable as model(x, t, cond) on the
+    doubled batches of classifier-free guidance (the image repeated to match)."""
+
+    def __init__(self, model, x_cond: torch.Tensor, level: float):
+        self.model, self.x_cond = model, x_cond
+        self.level = torch.full((len(x_cond),), float(level), device=x_cond.device)
+
+    def null_cond(self, cond):
+        return self.model.null_cond(cond)
+
+    def __call__(self, x, t, cond=None):
+        reps = x.shape[0] // self.x_cond.shape[0]
+        return self.model(x, t, cond, x_cond=self.x_cond.repeat(reps, 1, 1, 1), cond_level=self.level.repeat(reps))

@@ -9,7 +9,7 @@ from course_utils.pretrain import checkpoint_path, load_pretrained
 
 @pytest.mark.parametrize("name", ["cnf_gmm", "digit_classifier", "ddpm_digits", "cfg_digits", "noisy_digit_classifier",
                                   "ncsn_digits", "tinted_digits", "lowres_digits", "sr_aug_digits", "shape_judge",
-                                  "glide_pooled"])
+                                  "glide_pooled", "shape_autoencoder"])
 def test_pretrain_is_deterministic(tmp_path, name):
     from course_utils.pretrain import _BUILDERS
     paths = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
@@ -157,3 +157,63 @@ def test_shipped_glide_follows_its_captions():
     captions = shape_scenes(40, "test", seed=22, pair_fraction=0.0)[1]
     x = generate(glide, glide_schedule(extra["config"]), captions, w=3.0, n_steps=20, seed=5)
     assert attribute_agreement(judge, x, captions)["all"].double().mean() >= 0.6
+
+
+def test_shipped_unclip_decoder_and_prior():
+    """The decoder draws a scene's attributes from its CLIP embedding alone far more often than chance (the
+    empty caption's model: 0.00-0.01), and the prior's samples lie next to the image embeddings of their caption."""
+    from course_utils.pretrain_t2i import glide_schedule
+    from course_utils.shapes import attribute_agreement, shape_scenes
+    from course_utils.text import generate
+    from course_utils.unclip import decoder_cond, sample_prior
+    judge, _ = load_pretrained("shape_judge")
+    clip, _ = load_pretrained("clip_shapes")
+    decoder, extra = load_pretrained("unclip_decoder")
+    prior, prior_extra = load_pretrained("unclip_prior")
+    x, captions, _ = shape_scenes(40, "test", seed=23, pair_fraction=0.0)
+    with torch.no_grad():
+        f = clip.eval().encode_image(x)
+    images = generate(decoder, glide_schedule(extra["config"]), decoder_cond([""] * 40, f), w=3.0, n_steps=20, seed=5)
+    assert attribute_agreement(judge, images, captions)["all"].double().mean() >= 0.15
+    z = sample_prior(prior, clip, glide_schedule(prior_extra["config"]), captions, n_steps=25, seed=2)
+    own = (z * f).sum(1)
+    other = (z * f.roll(1, 0)).sum(1)                            # another scene's embedding
+    assert own.mean() >= 0.95 and (own > other).double().mean() >= 0.9
+
+
+def test_shipped_autoencoder_and_latent_model_follow_captions():
+    from course_utils.pretrain_t2i import glide_schedule
+    from course_utils.shapes import attribute_agreement, shape_scenes
+    from course_utils.text import generate
+    judge, _ = load_pretrained("shape_judge")
+    ae, extra = load_pretrained("shape_autoencoder")
+    x, captions, _ = shape_scenes(200, "test", seed=24)
+    recon = ae.eval().from_latent(ae.to_latent(x))
+    assert attribute_agreement(judge, recon, captions)["all"].double().mean() >= 0.9
+    assert abs(ae.to_latent(x).std().item() - 1) < 0.1                     # latent_scale gives unit spread
+    latent, latent_extra = load_pretrained("latent_shapes")
+    caps = shape_scenes(40, "test", seed=24, pair_fraction=0.0)[1]
+    u = generate(latent, glide_schedule(latent_extra["config"]), caps, w=3.0, n_steps=20, seed=5, shape=(4, 8, 8),
+                 threshold=None, clamp=False)
+    assert attribute_agreement(judge, ae.from_latent(u), caps)["all"].double().mean() >= 0.7
+
+
+def test_shipped_imagen_cascade_reads_the_caption_in_super_resolution():
+    """From the true scenes' 8x8 versions, the super-resolution stage draws the right shape more often with the
+    caption than with the empty caption (same noise)."""
+    from course_utils.pretrain import downsample, upsample
+    from course_utils.pretrain_t2i import glide_schedule
+    from course_utils.shapes import attribute_agreement, shape_scenes
+    from course_utils.text import generate
+    judge, _ = load_pretrained("shape_judge")
+    sr, extra = load_pretrained("imagen_sr")
+    base, base_extra = load_pretrained("imagen_base")
+    schedule = glide_schedule(extra["config"])
+    x, caps, _ = shape_scenes(100, "test", seed=25, pair_fraction=0.0)
+    up = upsample(downsample(x))
+    shape = {w: attribute_agreement(judge, generate(sr, schedule, caps, w=w, n_steps=20, seed=6, x_cond=up),
+                                    caps)["shape"].double().mean().item() for w in (0.0, 1.0)}
+    assert shape[1.0] > shape[0.0] + 0.05
+    low = generate(base, glide_schedule(base_extra["config"]), caps[:40], w=3.0, n_steps=20, seed=6, shape=(3, 8, 8))
+    agree = attribute_agreement(judge, upsample(low), caps[:40])
+    assert agree["colour"].double().mean() >= 0.9 and agree["position"].double().mean() >= 0.9

@@ -36,3 +36,17 @@ def test_readme_tour_runs():
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert namespace["x0"].shape == (500, 2)
+
+
+def test_notebook_sources_hold_no_control_characters():
+    """A LaTeX command written into a Python string without escaping ("\\bar", "\\times") turns into a
+    backspace or a tab and renders as garbage; no cell may hold a control character other than newline."""
+    import glob
+    import json
+    bad = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb"))):
+        for k, cell in enumerate(json.load(open(path, encoding="utf-8"))["cells"]):
+            text = "".join(cell["source"])
+            if re.search(r"[\x00-\x09\x0b-\x1f]", text):
+                bad.append(f"{os.path.basename(path)} cell {k}")
+    assert not bad, f"control characters in {bad}"

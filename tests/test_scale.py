@@ -383,3 +383,75 @@ def test_gpu_sections_script_finds_each_notebooks_gpu_cell_and_writes_a_readable
     x, y = cifar10("train", str(tmp_path))
     assert x.shape == (50, 3, 32, 32) and torch.equal(y, torch.from_numpy(train[1]))
     assert set(y.tolist()) <= set(range(10)) and x.float().std() > 20  # digits on backgrounds, not blank
+
+
+def test_latent_diffusion_run_on_an_autoencoders_latents(tiny, tmp_path):
+    """Chapter 5's GPU section on a CPU: the at-scale entry point trains on floating latents (used as they
+    are, not rescaled from uint8), draws its sample grids through the decoder, and ``sample(decode=...)``
+    returns decoded uint8 images; the latents a batch trains on are exactly the stored ones."""
+    from course_utils.autoencoder import KLAutoencoder
+    root, _ = tiny
+    images, labels = cifar10("train", root)
+    torch.manual_seed(0)
+    ae = KLAutoencoder(3, 4, 16).eval()
+    x = images.float() / 127.5 - 1
+    ae.set_latent_scale(x)
+    latents = ae.to_latent(x)                                     # (N, 4, 16, 16)
+    overrides = tiny_overrides()
+    unet = dict(overrides.pop("unet"), in_ch=4, image_size=16, n_classes=10)
+    r = scale.train("small", str(tmp_path / "latent"), steps=2, images=latents, labels=labels, progress=False,
+                    decode=ae.from_latent, **dict(overrides, flip=False, sample_every=2), unet=unet)
+    assert os.path.isfile(os.path.join(tmp_path, "latent", "samples", "step_0000002.png"))
+    model, schedule, _ = scale.load(r["checkpoint"], device="cpu")
+    captured = []
+    real_eps_loss = scale.eps_loss
+    scale.eps_loss = lambda fn, x0, *a, **kw: (captured.append(x0), real_eps_loss(fn, x0, *a, **kw))[1]
+    try:
+        batches = scale.ShardedBatches(len(latents), 8, seed=0)
+        scale.shard_loss(model, schedule, latents, batches, 0, flip=False, labels=labels)
+    finally:
+        scale.eps_loss = real_eps_loss
+    assert torch.equal(captured[0], latents[batches.indices(0)])          # the latents themselves, not rescaled
+    out = scale.sample(model, schedule, 3, steps=2, progress=False, w=2.0, decode=ae.from_latent)
+    assert out.dtype == torch.uint8 and out.shape == (3, 3, 32, 32)
+    raw = scale.sample(model, schedule, 3, steps=2, progress=False, w=2.0)
+    assert raw.shape == (3, 4, 16, 16)
+
+
+def test_chapter5_gpu_cell_runs_end_to_end_on_a_cpu_with_tiny_settings(tiny, tmp_path, monkeypatch, capsys):
+    """The notebook's latent CIFAR-10 cell itself (not a copy), with its CUDA test forced true, its sizes shrunk
+    and the tiny CIFAR-10 as data: the autoencoder trains and is saved, the latents train the at-scale U-Net,
+    samples come back decoded. (Whether the run learns is the cell's own check, kept for the GPU.)"""
+    import importlib.util
+    import json
+    import re
+
+    from course_utils import data
+    root, _ = tiny
+    spec = importlib.util.spec_from_file_location("gpu_sections", os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "benchmarks", "gpu_sections.py"))
+    gs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gs)
+    (source,) = gs.gpu_cells(os.path.join(gs.ROOT, "notebooks", "05_text_to_image.ipynb"))
+    tiny_unet = dict(tiny_overrides()["unet"], in_ch=4, image_size=16, n_classes=10)
+    config = dict(tiny_overrides(), flip=False, sample_every=5, unet=tiny_unet)
+    settings = {"GPU_MINUTES": "0.0001", "AE_STEPS": "2", "N_SHOW, SAMPLE_STEPS": "10, 2", "DEVICE": '"cpu"',
+                "LATENT_CONFIG": f"scale.make_config('small', **{config!r})"}
+    for name, value in settings.items():
+        source, n = re.subn(rf"^{re.escape(name)} = .*$", f"{name} = {value}", source, flags=re.M)
+        assert n == 1, name
+    source = source.replace("torch.cuda.is_available()", "True").replace("torch.cuda.get_device_name()", "'cpu'")
+    source = source.replace('assert latent_log[-1]["loss"] < 0.5', "pass")
+    monkeypatch.setattr(data, "DATA_CACHE", root)
+    import matplotlib.pyplot as plt
+    monkeypatch.setattr(plt, "show", lambda *a, **k: plt.close("all"))
+    runs = str(tmp_path / "runs")
+    source = source.replace('os.path.join(REPO_ROOT, "runs",', f"os.path.join({runs!r},")
+    namespace = dict(torch=torch, time=__import__("time"), plt=plt)
+    exec(compile(source, "05[gpu]", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "autoencoder: latents (4, 16, 16)" in out and "10 images in" in out
+    assert os.path.isfile(os.path.join(runs, "notebook_latent_cifar", "autoencoder.pt"))
+    assert namespace["xs_c"].shape == (10, 3, 32, 32) and namespace["xs_c"].dtype == torch.uint8
+    log = [json.loads(line) for line in open(os.path.join(runs, "notebook_latent_cifar", "log.jsonl"))]
+    assert log and log[-1]["step"] >= 10

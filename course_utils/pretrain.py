@@ -15,7 +15,14 @@
     python -m course_utils.pretrain shape_judge        # chapter 5 (course_utils.pretrain_t2i): the attribute judge,
     python -m course_utils.pretrain clip_shapes        # ... CLIP,
     python -m course_utils.pretrain glide_shapes       # ... GLIDE's text-conditional U-Net (cross-attention),
-    python -m course_utils.pretrain glide_pooled       # ... and its one-pooled-vector ablation
+    python -m course_utils.pretrain glide_pooled       # ... and its one-pooled-vector ablation,
+    python -m course_utils.pretrain noisy_clip         # ... the noise-aware CLIP of CLIP guidance,
+    python -m course_utils.pretrain unclip_decoder     # ... DALL-E 2's decoder (fine-tuned from glide_shapes),
+    python -m course_utils.pretrain unclip_prior       # ... and its diffusion prior,
+    python -m course_utils.pretrain imagen_base        # ... Imagen's cascade: the 8x8 base model,
+    python -m course_utils.pretrain imagen_sr          # ... and its 8x8 -> 16x16 super-resolution stage,
+    python -m course_utils.pretrain shape_autoencoder  # ... latent diffusion's autoencoder,
+    python -m course_utils.pretrain latent_shapes      # ... and its latent text-conditional U-Net
 
 Each entry records its configuration, the number of iterations and the training time in the
 checkpoint's ``extra`` so the notebook that loads it can rebuild the model and report them.

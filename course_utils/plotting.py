@@ -8,7 +8,7 @@ import torch
 from matplotlib import animation
 
 __all__ = ["grid_points", "scatter_2d", "density_2d", "vector_field", "image_grid", "captioned_grid",
-           "animate_trajectories"]
+           "animate_trajectories", "snapshot_strip"]
 
 
 def _np(x):
@@ -123,6 +123,32 @@ def captioned_grid(images, captions, ncol: int = 6, title: str | None = None, si
         ax.imshow(np.clip((im.transpose(1, 2, 0) + 1) / 2, 0, 1).squeeze(), cmap="gray" if im.shape[0] == 1 else None,
                   vmin=0, vmax=1, interpolation="nearest")
         ax.set_title("\n".join(textwrap.wrap(cap, 20)), fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def snapshot_strip(path, ts=None, n_panels: int = 5, lim: float = 3.0, max_points: int = 1000, s: float = 2,
+                   title: str = "", labels=("$x_1$", "$x_2$")):
+    """The static companion of ``animate_trajectories``: point clouds of a path (n_times, n_points, 2) at
+    ``n_panels`` evenly spaced times, first and last included, in one row. Animations play only in a live,
+    trusted notebook; this row carries the same point on GitHub, in the static site and in nbval's
+    stored outputs. Returns the figure."""
+    p = _np(path)
+    if p.ndim != 3 or p.shape[2] != 2:
+        raise ValueError(f"path must have shape (n_times, n_points, 2), got {p.shape}")
+    if isinstance(n_panels, bool) or not isinstance(n_panels, int) or n_panels < 2:
+        raise ValueError(f"n_panels must be an int >= 2, got {n_panels!r}")
+    frames = np.unique(np.linspace(0, p.shape[0] - 1, min(n_panels, p.shape[0])).round().astype(int))
+    t = _np(ts) if ts is not None else np.arange(p.shape[0])
+    fig, axes = plt.subplots(1, len(frames), figsize=(2.6 * len(frames), 2.8), squeeze=False)
+    for ax, i in zip(axes[0], frames):
+        ax.scatter(p[i, :max_points, 0], p[i, :max_points, 1], s=s, alpha=0.5)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        _label_plane(ax, None, labels)
+        ax.set_title(f"t = {float(t[i]):.2f}")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -68,6 +68,20 @@ def test_animation_stays_small():
     plt.close("all")
 
 
+def test_snapshot_strip_shows_the_path_at_its_first_and_last_times():
+    from course_utils.plotting import snapshot_strip
+    path = torch.cumsum(0.05 * torch.randn(30, 50, 2), 0)
+    fig = snapshot_strip(path, torch.linspace(0, 1, 30), n_panels=4)
+    axes = fig.axes
+    assert len(axes) == 4
+    np.testing.assert_allclose(axes[0].collections[0].get_offsets(), path[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(axes[-1].collections[0].get_offsets(), path[-1].numpy(), rtol=1e-6)
+    assert axes[0].get_title() == "t = 0.00" and axes[-1].get_title() == "t = 1.00"
+    with pytest.raises(ValueError, match="n_panels"):
+        snapshot_strip(path, n_panels=1)
+    plt.close("all")
+
+
 def test_plotting_bad_input():
     with pytest.raises(ValueError, match="x must have shape"):
         scatter_2d(torch.zeros(4, 3))

@@ -25,7 +25,16 @@ from . import CHECKPOINT_DIR
 from .autoencoder import KLAutoencoder, vae_loss
 from .losses import eps_loss
 from .schedules import DiscreteSchedule, cosine_betas, linear_betas
-from .shapes import ShapeJudge, judge_loss, judge_targets, pair_captions, shape_scenes, single_captions, tokenize
+from .shapes import (
+    ShapeJudge,
+    attribute_agreement,
+    judge_loss,
+    judge_targets,
+    pair_captions,
+    shape_scenes,
+    single_captions,
+    tokenize,
+)
 from .text import CLIP, TextConditionalUNet, clip_loss, same_caption
 from .train import EMA, save_checkpoint, start_config, train, warmup_cosine
 from .unclip import DiffusionPrior, UnCLIPDecoder, prior_inputs, scaled
@@ -256,6 +265,12 @@ def frozen(name: str):
     return model.eval().requires_grad_(False)
 
 
+def _image_embeddings(clip: CLIP, x: torch.Tensor, batch: int = 2000) -> torch.Tensor:
+    """f(X) for many scenes, ``batch`` at a time (no gradients)."""
+    with torch.no_grad():
+        return torch.cat([clip.encode_image(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
 def make_unclip_decoder(config: dict) -> UnCLIPDecoder:
     return UnCLIPDecoder(config["unet"], config["text"], n_tokens=config["n_tokens"])
 
@@ -272,8 +287,7 @@ def pretrain_unclip_decoder(path: str | None = None, iters: int | None = None, p
     x, captions, _ = shape_scenes(config["n_train"], "train")
     ids, _ = tokenize(captions)
     clip = frozen(config["clip"])
-    with torch.no_grad():
-        z = torch.cat([clip.encode_image(x[i:i + 2000]) for i in range(0, len(x), 2000)])
+    z = _image_embeddings(clip, x)
     model = make_unclip_decoder(config)
     if config["init"]:
         model.glide.load_state_dict(frozen(config["init"]).state_dict())
@@ -298,16 +312,15 @@ def pretrain_unclip_decoder(path: str | None = None, iters: int | None = None, p
 
 def pretrain_unclip_prior(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
     """Train the diffusion prior on (caption, f(X)) pairs of the training scenes, frozen ``clip_shapes`` on
-    both sides: x0-prediction of the scaled embedding sqrt(E) f(X) with a mean squared error. Records the
-    mean cosine between prior samples and real image embeddings of the same caption on test scenes."""
+    both sides: x0-prediction of the scaled embedding sqrt(E) f(X) with a mean squared error (EMA weights
+    saved; ``tests/test_pretrain.py`` checks that its samples lie next to their captions' image embeddings)."""
     config = start_config(UNCLIP_PRIOR_CONFIG, iters)
     x, captions, _ = shape_scenes(config["n_train"], "train")
     clip = frozen(config["clip"])
     unique = sorted(set(captions))
     index = torch.tensor([unique.index(c) for c in captions])
     tokens, mask, text_emb = prior_inputs(clip, unique)
-    with torch.no_grad():
-        z0 = scaled(torch.cat([clip.encode_image(x[i:i + 2000]) for i in range(0, len(x), 2000)]))
+    z0 = scaled(_image_embeddings(clip, x))
     prior = make_unclip_prior(config)
     schedule = glide_schedule(config)
     ema = EMA(prior, decay=config["ema"])
@@ -347,7 +360,6 @@ def pretrain_shape_autoencoder(path: str | None = None, iters: int | None = None
     out = train(ae, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc="autoencoder")
     ae.eval()
     scale = ae.set_latent_scale(x)
-    from .shapes import attribute_agreement
     xt, ct, _ = shape_scenes(1000, "test", seed=1)
     with torch.no_grad():
         right = attribute_agreement(frozen("shape_judge"), ae.from_latent(ae.to_latent(xt)), ct)["all"]

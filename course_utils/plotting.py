@@ -8,7 +8,7 @@ import torch
 from matplotlib import animation
 
 __all__ = ["grid_points", "scatter_2d", "density_2d", "vector_field", "image_grid", "captioned_grid",
-           "animate_trajectories", "snapshot_strip"]
+           "animate_trajectories", "snapshot_strip", "explorer"]
 
 
 def _np(x):
@@ -186,3 +186,52 @@ def animate_trajectories(path, ts=None, lim: float = 3.0, max_frames: int = 25, 
     html = anim.to_jshtml(default_mode="once")
     plt.close(fig)
     return HTML(html)
+
+
+def explorer(draw, **controls):
+    """An interactive figure for self-study that degrades to a static one.
+
+    ``draw(**values)`` makes a figure from the controls' values (``controls``: ipywidgets, e.g.
+    ``w=widgets.FloatSlider(...)``). It is drawn once at the controls' initial values as an ordinary output,
+    which is what GitHub, the course's site, the slides and nbval show. Where widgets run (JupyterLab with a
+    live kernel), the controls follow, and every change redraws the figure below them, with the time the
+    redraw took (the static drawing prints its time too). Sliders should pass ``continuous_update=False``
+    so that dragging redraws once, on release.
+    Returns the widget box (its ``redraw()`` attribute redraws by hand)."""
+    import time
+
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    if not callable(draw):
+        raise TypeError(f"draw must be callable, got {type(draw).__name__}")
+    if not controls:
+        raise ValueError("explorer needs at least one control, e.g. w=ipywidgets.FloatSlider(...)")
+    for name, control in controls.items():
+        if not isinstance(control, widgets.ValueWidget):
+            raise TypeError(f"control {name!r} must be an ipywidgets value widget, got {type(control).__name__}")
+
+    def values():
+        return {name: control.value for name, control in controls.items()}
+
+    t0 = time.perf_counter()
+    draw(**values())  # the static figure
+    plt.show()
+    print(f"drawn in {time.perf_counter() - t0:.1f} s; where widgets run, the controls below redraw it")
+    out = widgets.Output()
+    status = widgets.Label("change a control: the figure redraws below")
+
+    def redraw(_change=None):
+        t0 = time.perf_counter()
+        with out:
+            out.clear_output(wait=True)
+            draw(**values())
+            plt.show()
+        status.value = f"redrawn in {time.perf_counter() - t0:.1f} s"
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    box = widgets.VBox([widgets.HBox(list(controls.values())), status, out])
+    box.redraw = redraw
+    display(box)
+    return box

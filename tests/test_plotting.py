@@ -90,3 +90,32 @@ def test_plotting_bad_input():
     with pytest.raises(ValueError, match="path must have shape"):
         animate_trajectories(torch.zeros(10, 2))
     plt.close("all")
+
+
+def test_explorer_draws_a_static_figure_then_redraws_with_each_controls_new_value():
+    import ipywidgets as widgets
+
+    from course_utils.plotting import explorer
+
+    calls = []
+
+    def draw(w, caption):
+        calls.append((w, caption))
+        plt.plot([0, 1], [0, w])
+        plt.title(caption)
+
+    slider = widgets.FloatSlider(value=1.0, min=0.0, max=5.0, continuous_update=False)
+    text = widgets.Text(value="a red circle")
+    box = explorer(draw, w=slider, caption=text)
+    assert calls == [(1.0, "a red circle")]  # the static figure, at the initial values
+    slider.value = 3.0
+    text.value = "a blue square"
+    assert calls[1:] == [(3.0, "a red circle"), (3.0, "a blue square")]  # one redraw per change
+    assert box.children[1].value.startswith("redrawn in")
+    with pytest.raises(TypeError, match="draw"):
+        explorer(None, w=slider)
+    with pytest.raises(ValueError, match="at least one control"):
+        explorer(draw)
+    with pytest.raises(TypeError, match="'w'"):
+        explorer(draw, w=3.0)
+    plt.close("all")

@@ -1,0 +1,407 @@
+"""Slides, a browsable site and launch links, made from the notebooks as they are stored (nothing is executed).
+
+    python -m course_utils.publish slides --out build/slides   # one reveal.js deck per chapter, works offline
+    python -m course_utils.publish site --out build/site       # the executed notebooks as a static site
+    python -m course_utils.publish metadata                     # (maintainers) refresh slide metadata and links
+
+**Slides.** Every notebook cell carries reveal.js metadata (``metadata.slideshow.slide_type``), set by
+``slide_type`` from the cell itself: chapter and section headings (``#``, ``##``) start slides, subsection
+headings and every other Markdown cell start sub-slides (down-arrow), code cells are sub-slides of their
+own, check cells (``# Check ...``) become speaker notes, and the set-up cells and the exercises' solutions
+are skipped. JupyterLab's RISE extension (``jupyterlab-rise``) presents the same metadata live. The decks
+are built by nbconvert's ``SlidesExporter`` with the course's template (``templates/course_slides``), which
+loads reveal.js and MathJax from the decks' own ``_static`` folder (copied from the ``sphinx-revealjs`` and
+``jupyter-server-mathjax`` packages), so a deck opens from a USB stick in a room without network. On the
+decks (not in the notebooks) a code cell longer than ``LONG_CODE_LINES`` lines shows its output only.
+
+**Site.** Sphinx with MyST-NB renders the stored outputs (``nb_execution_mode = "off"``) with the
+sphinx-book-theme: math, figures, a table of contents per chapter and the instructor's guide. The build
+runs with warnings as errors, so a broken cross-reference fails it; MathJax is served from the site itself.
+
+**Launch links.** ``launch.REPOSITORY`` is the one place that names where the course is hosted; ``metadata``
+writes the Colab and Binder links from it into the README and into each notebook's first cells (a fork
+changes that one line and reruns ``metadata``); the tests fail when they disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from . import REPO_ROOT, launch
+
+__all__ = ["LONG_CODE_LINES", "slide_type", "with_slide_metadata", "with_launch_cells", "notebook_paths",
+           "deck_cells", "build_slides", "build_site", "refresh_metadata", "main"]
+
+LONG_CODE_LINES = 30
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+RISE_SETTINGS = {"scroll": True, "transition": "none", "width": "100%", "height": "100%"}
+
+
+def _src(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def _tags(cell: dict) -> list:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def notebook_paths(notebooks: str | None = None) -> list[str]:
+    """The chapter notebooks, ``notebooks/0N_*.ipynb``, in order."""
+    folder = notebooks or os.path.join(REPO_ROOT, "notebooks")
+    paths = sorted(glob.glob(os.path.join(folder, "*.ipynb")))
+    if not paths:
+        raise FileNotFoundError(f"notebooks: no .ipynb files in {folder!r}")
+    return paths
+
+
+def slide_type(cell: dict, before_first_section: bool) -> str:
+    """The reveal.js slide type of one cell: "slide", "subslide", "notes" or "skip" (see the module's
+    docstring). ``before_first_section``: whether the cell comes before the notebook's first ``## `` heading
+    (the title, the launch cell, the imports: the title is a slide, set-up code is skipped)."""
+    if cell.get("cell_type") not in ("markdown", "code"):
+        return "skip"
+    text = _src(cell).lstrip()
+    if "solution" in _tags(cell) or launch.MARKER in text:
+        return "skip"
+    if cell["cell_type"] == "markdown":
+        return "slide" if re.match(r"#{1,2} ", text) else "subslide"
+    if before_first_section:
+        return "skip"
+    if text.startswith("# Check"):
+        return "notes"
+    return "subslide"
+
+
+def with_slide_metadata(nb: dict) -> dict:
+    """A copy of notebook ``nb`` whose cells carry ``slideshow.slide_type`` and whose metadata carries
+    RISE's settings (scrolling for tall slides)."""
+    if not isinstance(nb, dict) or "cells" not in nb:
+        raise ValueError("nb must be a notebook as a dict (json.load of an .ipynb file)")
+    out = copy.deepcopy(nb)
+    before = True
+    for cell in out["cells"]:
+        if cell["cell_type"] == "markdown" and re.match(r"## ", _src(cell).lstrip()):
+            before = False
+        cell.setdefault("metadata", {})["slideshow"] = {"slide_type": slide_type(cell, before)}
+    out.setdefault("metadata", {})["rise"] = dict(RISE_SETTINGS)
+    return out
+
+
+def with_launch_cells(nb: dict, name: str) -> dict:
+    """A copy of notebook ``nb`` (file name ``name``) whose second and third cells are the launch cells of
+    ``launch.launch_cell`` (Colab and Binder links, and on Colab the installation of the course),
+    replacing those already there."""
+    out = copy.deepcopy(nb)
+    cells = [c for c in out["cells"] if launch.MARKER not in _src(c)]
+    old = [c for c in out["cells"] if launch.MARKER in _src(c)]
+    new = launch.launch_cell(name)
+    if [(c["cell_type"], _src(c)) for c in old] == [(c["cell_type"], _src(c)) for c in new]:
+        new = old  # unchanged: keep them as they are (an executed notebook keeps its execution count)
+    cells[1:1] = new
+    out["cells"] = cells
+    return out
+
+
+def refresh_metadata(notebooks: str | None = None, readme: str | None = None) -> list[str]:
+    """Rewrite every notebook's launch cell and slide metadata, and the README's table of launch links,
+    from ``launch.REPOSITORY``. Returns the files that changed."""
+    changed = []
+    for path in notebook_paths(notebooks):
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        nb = with_slide_metadata(with_launch_cells(json.loads(text), os.path.basename(path)))
+        new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        if new != text:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(new)
+            changed.append(path)
+    readme = readme or os.path.join(REPO_ROOT, "README.md")
+    with open(readme, encoding="utf-8") as fh:
+        text = fh.read()
+    new = launch.with_readme_table(text, [os.path.basename(p) for p in notebook_paths(notebooks)])
+    if new != text:
+        with open(readme, "w", encoding="utf-8") as fh:
+            fh.write(new)
+        changed.append(readme)
+    return changed
+
+
+def _copy_static(out: str) -> str:
+    """Copy reveal.js and MathJax into ``out/_static`` (once); return that folder."""
+    import jupyter_server_mathjax
+    import sphinx_revealjs
+
+    static = os.path.join(out, "_static")
+    sources = {"reveal": os.path.join(os.path.dirname(sphinx_revealjs.__file__), "_static", "revealjs"),
+               "mathjax": os.path.join(os.path.dirname(jupyter_server_mathjax.__file__), "static")}
+    for name, src in sources.items():
+        target = os.path.join(static, name)
+        if not os.path.isdir(target):
+            shutil.copytree(src, target)
+    return static
+
+
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+
+
+def build_slides(out: str, notebooks: str | None = None) -> list[str]:
+    """Write one offline reveal.js deck per notebook into ``out`` (``0N_*.slides.html`` beside a shared
+    ``_static`` folder); return the decks' paths."""
+    from nbconvert import SlidesExporter
+    from nbformat import reads
+    from traitlets.config import Config
+
+    os.makedirs(out, exist_ok=True)
+    _copy_static(out)
+    config = Config()
+    config.SlidesExporter.reveal_url_prefix = "_static/reveal"
+    config.SlidesExporter.reveal_scroll = True
+    config.SlidesExporter.reveal_transition = "none"
+    config.SlidesExporter.reveal_width = str(SLIDE_WIDTH)
+    config.SlidesExporter.reveal_height = str(SLIDE_HEIGHT)
+    config.SlidesExporter.exclude_input_prompt = True
+    config.SlidesExporter.exclude_output_prompt = True
+    config.SlidesExporter.reveal_number = "c/t"
+    config.SlidesExporter.mathjax_url = f"_static/mathjax/MathJax.js?config={MATHJAX_CONFIG}"
+    config.SlidesExporter.extra_template_basedirs = [TEMPLATES]
+    config.SlidesExporter.template_name = "course_slides"
+    exporter = SlidesExporter(config=config)
+    written = []
+    for path in notebook_paths(notebooks):
+        with open(path, encoding="utf-8") as fh:
+            nb = reads(fh.read(), as_version=4)
+        nb.cells = deck_cells(nb.cells)
+        for cell in nb.cells:
+            _offline_html(cell.get("outputs", []))
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": _title(nb, path)}})
+        target = os.path.join(out, os.path.basename(path).replace(".ipynb", ".slides.html"))
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(body)
+        written.append(target)
+    return written
+
+
+SLIDE_WIDTH, SLIDE_HEIGHT = 1280, 800  # reveal.js's canvas (scaled to the screen)
+TEXT_LINE_PX, CODE_LINE_PX, CHARS_PER_LINE = 26, 17, 105  # measured on the decks (benchmarks/slide_check.py)
+BUDGET_PX = 640  # what fits under a slide's margins
+
+
+def _text_height(text: str) -> float:
+    """A slide's estimated height in pixels for Markdown ``text`` (display math counts as two lines)."""
+    lines = 0.0
+    for line in text.splitlines():
+        lines += 1 + len(line) // CHARS_PER_LINE if line.strip() else 0.5
+    return TEXT_LINE_PX * (lines + 1.5 * text.count("$$") / 2)
+
+
+def _markdown_chunks(text: str) -> list[str]:
+    """``text`` cut at blank lines (outside display math and code fences) into pieces of at most
+    ``BUDGET_PX`` estimated height each."""
+    paragraphs, current, fence, math = [], [], False, False
+    for line in text.splitlines():
+        if line.strip().startswith("```"):
+            fence = not fence
+        math ^= line.count("$$") % 2 == 1
+        if not line.strip() and not fence and not math and current:
+            paragraphs.append("\n".join(current))
+            current = []
+        elif line.strip() or current:
+            current.append(line)
+    if current:
+        paragraphs.append("\n".join(current))
+    chunks = []
+    for par in paragraphs:
+        if chunks and _text_height(chunks[-1] + "\n\n" + par) <= BUDGET_PX:
+            chunks[-1] += "\n\n" + par
+        else:
+            chunks.append(par)
+    return chunks or [text]
+
+
+def _png_height(data: str) -> float:
+    import base64
+    import struct
+
+    head = base64.b64decode(data[:64])
+    width, height = struct.unpack(">II", head[16:24])
+    return min(560.0, height * min(1.0, (SLIDE_WIDTH - 100) / width))
+
+
+def _output_height(outputs) -> float:
+    h = 0.0
+    for out in outputs:
+        data = out.get("data", {})
+        if "image/png" in data:
+            h += _png_height(data["image/png"]) + 10
+        elif "text/html" in data:
+            h += 300
+        else:
+            text = out.get("text", "") or data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            h += CODE_LINE_PX * (1 + len(text.splitlines())) + 10
+    return h
+
+
+def deck_cells(cells):
+    """The cells of a deck (nbformat nodes, from a notebook with slide metadata): what fits on a slide
+    stays as it is; a Markdown cell taller than a slide is cut into sub-slides at paragraph breaks; a code
+    cell whose code and output do not fit together is shown as two sub-slides, code then output; and code
+    longer than ``LONG_CODE_LINES`` lines shows its output only (it is in the notebook)."""
+    out = []
+    for cell in cells:
+        kind = cell.get("metadata", {}).get("slideshow", {}).get("slide_type", "-")
+        if kind in ("skip", "notes"):
+            out.append(cell)
+        elif cell.cell_type == "markdown" and _text_height(cell.source) > BUDGET_PX:
+            for k, chunk in enumerate(_markdown_chunks(cell.source)):
+                piece = copy.deepcopy(cell)
+                piece.source = chunk
+                piece.id = f"{cell.id}-{k}"
+                if k:
+                    piece.metadata["slideshow"] = {"slide_type": "subslide"}
+                out.append(piece)
+        elif cell.cell_type == "code":
+            n_lines = len(cell.source.splitlines())
+            code_h, out_h = CODE_LINE_PX * n_lines + 30, _output_height(cell.outputs)
+            if n_lines > LONG_CODE_LINES and out_h > 0:
+                cell.transient = {"remove_source": True}
+                out.append(cell)
+            elif code_h + out_h > BUDGET_PX and out_h > 0:
+                code_only, output_only = copy.deepcopy(cell), copy.deepcopy(cell)
+                code_only.outputs = []
+                output_only.transient = {"remove_source": True}
+                output_only.id = f"{cell.id}-output"
+                output_only.metadata["slideshow"] = {"slide_type": "subslide"}
+                out += [code_only, output_only]
+            else:
+                out.append(cell)
+        else:
+            out.append(cell)
+    return out
+
+
+def _title(nb, path) -> str:
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown" and _src(cell).lstrip().startswith("# "):
+            return _src(cell).lstrip()[2:].splitlines()[0].strip()
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+SITE_CONF = '''# Sphinx configuration of the course's site, written by course_utils.publish (do not edit the copy)
+project = "Diffusion models, from Neural ODEs to latent diffusion"
+extensions = ["myst_nb"]
+nb_execution_mode = "off"  # the stored outputs are the content
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3
+suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
+html_theme = "sphinx_book_theme"
+html_title = project
+html_static_path = ["_static"]
+html_css_files = ["course.css"]
+mathjax_path = "mathjax/MathJax.js?config={config}"
+mathjax2_config = {{
+    "tex2jax": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]],
+                "processClass": "math|tex2jax_process", "ignoreClass": "tex2jax_ignore"}},
+    "HTML-CSS": {{"availableFonts": ["STIX-Web"], "preferredFont": "STIX-Web", "webFont": "STIX-Web",
+                  "imageFont": None,
+                  "linebreaks": {{"automatic": True}}}},
+    "TeX": {{"equationNumbers": {{"autoNumber": "AMS"}}}},
+    "messageStyle": "none",
+}}
+nb_ipywidgets_js = {{}}  # no widget state is stored: nothing to fetch from a CDN
+myst_dmath_double_inline = True  # the notebooks' $$...$$ may open inside a paragraph, as Jupyter allows
+exclude_patterns = ["_build"]
+'''
+
+
+DISPLAY_MATH = re.compile(r"\$\$.+?\$\$", re.S)
+REMOTE_LINK = re.compile(r"<link[^>]+href=\"(?:https?:)?//[^\"]*\"[^>]*>\n?")
+
+
+def _offline_html(outputs) -> None:
+    """Drop, in place, the style sheets that HTML outputs fetch from the web (matplotlib's animations link
+    Font Awesome for their buttons' icons): the decks and the site must not depend on the network."""
+    for out in outputs:
+        data = out.get("data", {})
+        if "text/html" in data:
+            html = data["text/html"]
+            html = "".join(html) if isinstance(html, list) else html
+            data["text/html"] = REMOTE_LINK.sub("", html)
+
+
+def build_site(out: str, notebooks: str | None = None) -> str:
+    """Build the static site into ``out`` from the stored notebooks (no execution) and the instructor's
+    guide; warnings (a broken cross-reference among them) are errors. Returns the path of its index."""
+    paths = notebook_paths(notebooks)
+    with tempfile.TemporaryDirectory() as src:
+        static = os.path.join(src, "_static")
+        os.makedirs(static)
+        import jupyter_server_mathjax
+
+        shutil.copytree(os.path.join(os.path.dirname(jupyter_server_mathjax.__file__), "static"),
+                        os.path.join(static, "mathjax"))
+        with open(os.path.join(static, "course.css"), "w", encoding="utf-8") as fh:
+            fh.write("div.math, .MathJax_Display { overflow-x: auto; overflow-y: hidden; }\n")
+        with open(os.path.join(src, "conf.py"), "w", encoding="utf-8") as fh:
+            fh.write(SITE_CONF.format(config=MATHJAX_CONFIG))
+        names = []
+        for path in paths:
+            with open(path, encoding="utf-8") as fh:
+                nb = json.load(fh)
+            nb["cells"] = [c for c in nb["cells"] if launch.MARKER not in _src(c)]  # no launch links on the site
+            for cell in nb["cells"]:
+                if cell["cell_type"] == "markdown":  # Jupyter reads $$...$$ before Markdown, MyST after: keep
+                    # display math on one line so that a line of it starting with "+" is not a list item
+                    cell["source"] = DISPLAY_MATH.sub(lambda m: m.group(0).replace("\n", " "), _src(cell))
+                _offline_html(cell.get("outputs", []))
+                # widgets need a kernel: the static figure above them is what the site shows
+                cell["outputs"] = [o for o in cell.get("outputs", [])
+                                   if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+            name = os.path.basename(path)
+            with open(os.path.join(src, name), "w", encoding="utf-8") as fh:
+                json.dump(nb, fh)
+            names.append(os.path.splitext(name)[0])
+        guide = os.path.join(REPO_ROOT, "docs", "teaching.md")
+        shutil.copy(guide, os.path.join(src, "teaching.md"))
+        readme = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
+        intro = readme.split("\n## ", 1)[0].strip()
+        with open(os.path.join(src, "index.md"), "w", encoding="utf-8") as fh:
+            fh.write(intro + "\n\n```{toctree}\n:maxdepth: 2\n:caption: Chapters\n\n" + "\n".join(names)
+                     + "\n```\n\n```{toctree}\n:maxdepth: 1\n:caption: For lecturers\n\nteaching\n```\n")
+        cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-q", src, out]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"the site did not build (sphinx exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return os.path.join(out, "index.html")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils.publish", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["slides", "site", "metadata"])
+    parser.add_argument("--out", default=None, help="output folder (default: build/slides or build/site)")
+    parser.add_argument("--notebooks", default=None, help="folder of the notebooks (default: notebooks/)")
+    args = parser.parse_args(argv)
+    if args.what == "metadata":
+        for path in refresh_metadata(args.notebooks):
+            print("updated", path)
+        return 0
+    out = args.out or os.path.join("build", args.what)
+    if args.what == "slides":
+        for path in build_slides(out, args.notebooks):
+            print(path)
+    else:
+        print(build_site(out, args.notebooks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,8 +7,9 @@ Needs Debian's chromium (``apt-get install chromium``) and the ``playwright`` pa
 browser download is not needed: it drives /usr/bin/chromium). All network requests are blocked, so a
 deck that still fetches anything from the web fails. For every slide it records:
 
-* whether its content is taller than the slide (reveal.js's 960 x 700 canvas): such a slide scrolls;
-* whether MathJax left any formula unrendered (raw ``$...$`` text or a MathJax error);
+* whether its content is taller than the slide (the decks' 1280 x 800 reveal.js canvas): such a slide scrolls;
+* whether MathJax left any formula unrendered (raw ``$...$`` text in Markdown, a processing error, or a TeX
+  error, which MathJax 2 shows as red text);
 * the smallest figure on it, in screen pixels at a 1280 x 800 window.
 
 and writes a screenshot of each slide with ``--shots``. Prints one line per deck and the overflowing
@@ -29,7 +30,8 @@ MEASURE = """() => {
   const imgs = Array.from(s.querySelectorAll('img')).map(i => i.getBoundingClientRect().height).filter(x => x > 0);
   const text = Array.from(s.querySelectorAll('.jp-RenderedMarkdown')).map(e => e.innerText).join('\\n');
   return {overflow: Math.max(0, s.scrollHeight - h), raw_math: (text.match(/\\$[^$\\n]+\\$/g) || []).length,
-          math_errors: (s.innerText.match(/Math Processing Error/g) || []).length,
+          math_errors: (s.innerText.match(/Math Processing Error/g) || []).length
+                       + s.querySelectorAll('.MathJax_Error, merror, .merror, [style*="color: red"]').length,
           min_img: imgs.length ? Math.min(...imgs) : null,
           heading: (s.querySelector('h1,h2,h3') || {}).innerText || ''};
 }"""

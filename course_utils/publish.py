@@ -2,6 +2,7 @@
 
     python -m course_utils.publish slides --out build/slides   # one reveal.js deck per chapter, works offline
     python -m course_utils.publish site --out build/site       # the executed notebooks as a static site
+                                                                 # (--edition instructor: with the solutions)
     python -m course_utils.publish metadata                     # (maintainers) refresh slide metadata and links
 
 **Slides.** Every notebook cell carries reveal.js metadata (``metadata.slideshow.slide_type``), set by
@@ -15,8 +16,9 @@ loads reveal.js and MathJax from the decks' own ``_static`` folder (copied from 
 decks (not in the notebooks) a code cell longer than ``LONG_CODE_LINES`` lines shows its output only.
 
 **Site.** Sphinx with MyST-NB renders the stored outputs (``nb_execution_mode = "off"``) with the
-sphinx-book-theme: math, figures, a table of contents per chapter and the instructor's guide. The build
-runs with warnings as errors, so a broken cross-reference fails it; MathJax is served from the site itself.
+sphinx-book-theme: math, figures, a table of contents per chapter, Colab and Binder buttons, and the
+instructor's guide. By default it is built from the student edition (no solutions). The build runs with
+warnings as errors, so a broken cross-reference fails it; MathJax is served from the site itself.
 
 **Launch links.** ``launch.REPOSITORY`` is the one place that names where the course is hosted; ``metadata``
 writes the Colab and Binder links from it into the README and into each notebook's first cells (a fork
@@ -73,9 +75,14 @@ def slide_type(cell: dict, before_first_section: bool) -> str:
         return "skip"
     if cell["cell_type"] == "markdown":
         return "slide" if re.match(r"#{1,2} ", text) else "subslide"
-    if before_first_section:
+    if before_first_section or "T_START" in text:  # set-up code, and the closing "notebook ran in ... s"
         return "skip"
-    if text.startswith("# Check"):
+    comments = []
+    for line in text.splitlines():  # the leading comment lines, after nbval's pragmas
+        if not line.startswith("#"):
+            break
+        comments.append(line)
+    if any(line.startswith("# Check") for line in comments if not line.startswith("# NBVAL")):
         return "notes"
     return "subslide"
 
@@ -190,40 +197,74 @@ def build_slides(out: str, notebooks: str | None = None) -> list[str]:
 
 
 SLIDE_WIDTH, SLIDE_HEIGHT = 1280, 800  # reveal.js's canvas (scaled to the screen)
-TEXT_LINE_PX, CODE_LINE_PX, CHARS_PER_LINE = 26, 17, 105  # measured on the decks (benchmarks/slide_check.py)
-BUDGET_PX = 640  # what fits under a slide's margins
+TEXT_LINE_PX, CODE_LINE_PX, CHARS_PER_LINE = 30, 21, 92  # at the template's 22 px text and 16 px code
+BUDGET_PX = 660  # what fits under a slide's margins (checked with benchmarks/slide_check.py)
+FIGURE_PX = (280, 600)  # the template's least and largest figure height
 
 
 def _text_height(text: str) -> float:
     """A slide's estimated height in pixels for Markdown ``text`` (display math counts as two lines)."""
     lines = 0.0
     for line in text.splitlines():
-        lines += 1 + len(line) // CHARS_PER_LINE if line.strip() else 0.5
-    return TEXT_LINE_PX * (lines + 1.5 * text.count("$$") / 2)
+        if line.lstrip().startswith("|"):  # a table row: its widest cell wraps in a column of about half width
+            lines += 0.3 + max(1, max(len(cell) for cell in line.split("|")) // (CHARS_PER_LINE // 2))
+        else:
+            lines += 1 + len(line) // CHARS_PER_LINE if line.strip() else 0.5
+    return TEXT_LINE_PX * (lines + 2.5 * text.count("$$") / 2)
+
+
+def _split_table(par: str) -> list[str]:
+    """A Markdown table too tall for a slide, as several tables of consecutive rows under the same header."""
+    rows = par.splitlines()
+    header, body = rows[:2], rows[2:]
+    pieces = [[]]
+    for row in body:
+        if pieces[-1] and _text_height("\n".join(header + pieces[-1] + [row])) > BUDGET_PX:
+            pieces.append([])
+        pieces[-1].append(row)
+    return ["\n".join(header + piece) for piece in pieces]
 
 
 def _markdown_chunks(text: str) -> list[str]:
-    """``text`` cut at blank lines (outside display math and code fences) into pieces of at most
-    ``BUDGET_PX`` estimated height each."""
-    paragraphs, current, fence, math = [], [], False, False
+    """``text`` cut into pieces of at most ``BUDGET_PX`` estimated height each: at blank lines, and where
+    a display equation ends inside a paragraph (never inside display math or a code fence); a table too
+    tall for a slide is cut between rows. Joined back with the separators they were cut at, the pieces
+    are ``text`` (up to blank lines at the ends and the repeated table headers)."""
+    pieces, current, fence, math = [], [], False, False  # pieces: (text, the separator before the next)
     for line in text.splitlines():
         if line.strip().startswith("```"):
             fence = not fence
+        was_math = math
         math ^= line.count("$$") % 2 == 1
         if not line.strip() and not fence and not math and current:
-            paragraphs.append("\n".join(current))
+            pieces.append(["\n".join(current), "\n\n"])
             current = []
+        elif not line.strip() and not current and pieces:
+            pieces[-1][1] = "\n\n"  # a blank line after an equation that ended a piece
         elif line.strip() or current:
             current.append(line)
+            closes_math = (was_math and not math) or (line.strip().startswith("$$") and line.strip().endswith("$$")
+                                                       and len(line.strip()) > 4)
+            if closes_math and not fence:
+                pieces.append(["\n".join(current), "\n"])
+                current = []
     if current:
-        paragraphs.append("\n".join(current))
-    chunks = []
-    for par in paragraphs:
-        if chunks and _text_height(chunks[-1] + "\n\n" + par) <= BUDGET_PX:
-            chunks[-1] += "\n\n" + par
+        pieces.append(["\n".join(current), "\n\n"])
+    split = []
+    for par, sep in pieces:
+        rows = par.splitlines()
+        if len(rows) > 2 and all(r.lstrip().startswith("|") for r in rows) and _text_height(par) > BUDGET_PX:
+            split += [[table, "\n\n"] for table in _split_table(par)]
         else:
-            chunks.append(par)
-    return chunks or [text]
+            split.append([par, sep])
+    chunks = []  # [text, separator after it]
+    for par, sep in split:
+        heading_alone = bool(chunks) and re.fullmatch(r"#+ .*", chunks[-1][0].strip()) is not None
+        if chunks and (heading_alone or _text_height(chunks[-1][0] + chunks[-1][1] + par) <= BUDGET_PX):
+            chunks[-1] = [chunks[-1][0] + chunks[-1][1] + par, sep]
+        else:
+            chunks.append([par, sep])
+    return [c[0] for c in chunks] or [text]
 
 
 def _png_height(data: str) -> float:
@@ -232,7 +273,7 @@ def _png_height(data: str) -> float:
 
     head = base64.b64decode(data[:64])
     width, height = struct.unpack(">II", head[16:24])
-    return min(560.0, height * min(1.0, (SLIDE_WIDTH - 100) / width))
+    return min(FIGURE_PX[1], max(FIGURE_PX[0], height * min(1.0, (SLIDE_WIDTH - 100) / width)))
 
 
 def _output_height(outputs) -> float:
@@ -252,9 +293,11 @@ def _output_height(outputs) -> float:
 
 def deck_cells(cells):
     """The cells of a deck (nbformat nodes, from a notebook with slide metadata): what fits on a slide
-    stays as it is; a Markdown cell taller than a slide is cut into sub-slides at paragraph breaks; a code
-    cell whose code and output do not fit together is shown as two sub-slides, code then output; and code
-    longer than ``LONG_CODE_LINES`` lines shows its output only (it is in the notebook)."""
+    stays as it is; a Markdown cell taller than a slide is cut into sub-slides at paragraph breaks (a
+    heading stays with the paragraph after it); a code cell whose code and outputs do not fit together is
+    shown as sub-slides, the code, then its outputs a slide's worth at a time; code longer than
+    ``LONG_CODE_LINES`` lines shows its outputs only (it is in the notebook). Hidden code is marked as
+    nbconvert expects, ``metadata.transient.remove_source``."""
     out = []
     for cell in cells:
         kind = cell.get("metadata", {}).get("slideshow", {}).get("slide_type", "-")
@@ -270,19 +313,30 @@ def deck_cells(cells):
                 out.append(piece)
         elif cell.cell_type == "code":
             n_lines = len(cell.source.splitlines())
-            code_h, out_h = CODE_LINE_PX * n_lines + 30, _output_height(cell.outputs)
-            if n_lines > LONG_CODE_LINES and out_h > 0:
-                cell.transient = {"remove_source": True}
+            heights = [_output_height([o]) for o in cell.outputs]
+            show_code = n_lines <= LONG_CODE_LINES or not cell.outputs
+            if show_code and CODE_LINE_PX * n_lines + 30 + sum(heights) <= BUDGET_PX:
                 out.append(cell)
-            elif code_h + out_h > BUDGET_PX and out_h > 0:
-                code_only, output_only = copy.deepcopy(cell), copy.deepcopy(cell)
+                continue
+            if show_code:
+                code_only = copy.deepcopy(cell)
                 code_only.outputs = []
-                output_only.transient = {"remove_source": True}
-                output_only.id = f"{cell.id}-output"
-                output_only.metadata["slideshow"] = {"slide_type": "subslide"}
-                out += [code_only, output_only]
-            else:
-                out.append(cell)
+                out.append(code_only)
+            groups, height = [[]], 0.0  # the outputs, a slide's worth at a time
+            for output, h in zip(cell.outputs, heights):
+                if groups[-1] and height + h > BUDGET_PX:
+                    groups.append([])
+                    height = 0.0
+                groups[-1].append(output)
+                height += h
+            for k, group in enumerate(groups):
+                piece = copy.deepcopy(cell)
+                piece.outputs = group
+                piece.metadata["transient"] = {"remove_source": True}
+                if show_code or k:
+                    piece.id = f"{cell.id}-output{k}"
+                    piece.metadata["slideshow"] = {"slide_type": "subslide"}
+                out.append(piece)
         else:
             out.append(cell)
     return out
@@ -304,6 +358,13 @@ myst_heading_anchors = 3
 suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
 html_theme = "sphinx_book_theme"
 html_title = project
+html_theme_options = {{
+    "repository_url": "{repository}",
+    "repository_branch": "{branch}",
+    "path_to_docs": "notebooks",
+    "use_repository_button": True,
+    "launch_buttons": {{"colab_url": "https://colab.research.google.com", "binderhub_url": "https://mybinder.org"}},
+}}
 html_static_path = ["_static"]
 html_css_files = ["course.css"]
 mathjax_path = "mathjax/MathJax.js?config={config}"
@@ -337,9 +398,15 @@ def _offline_html(outputs) -> None:
             data["text/html"] = REMOTE_LINK.sub("", html)
 
 
-def build_site(out: str, notebooks: str | None = None) -> str:
+def build_site(out: str, notebooks: str | None = None, edition: str = "student") -> str:
     """Build the static site into ``out`` from the stored notebooks (no execution) and the instructor's
-    guide; warnings (a broken cross-reference among them) are errors. Returns the path of its index."""
+    guide; warnings (a broken cross-reference among them) are errors. ``edition``: "student" (the default:
+    the site is what students are sent to, so the exercises' solutions are left out, as in the student
+    edition) or "instructor" (everything). Returns the path of its index."""
+    from .editions import student_notebook
+
+    if edition not in ("student", "instructor"):
+        raise ValueError(f"edition must be 'student' or 'instructor', got {edition!r}")
     paths = notebook_paths(notebooks)
     with tempfile.TemporaryDirectory() as src:
         static = os.path.join(src, "_static")
@@ -351,12 +418,15 @@ def build_site(out: str, notebooks: str | None = None) -> str:
         with open(os.path.join(static, "course.css"), "w", encoding="utf-8") as fh:
             fh.write("div.math, .MathJax_Display { overflow-x: auto; overflow-y: hidden; }\n")
         with open(os.path.join(src, "conf.py"), "w", encoding="utf-8") as fh:
-            fh.write(SITE_CONF.format(config=MATHJAX_CONFIG))
+            fh.write(SITE_CONF.format(config=MATHJAX_CONFIG, repository=launch.REPOSITORY, branch=launch.BRANCH))
         names = []
         for path in paths:
             with open(path, encoding="utf-8") as fh:
                 nb = json.load(fh)
-            nb["cells"] = [c for c in nb["cells"] if launch.MARKER not in _src(c)]  # no launch links on the site
+            if edition == "student":
+                nb = student_notebook(nb)
+            # the theme's launch buttons replace the badges; the Colab set-up cell stays, for the downloads
+            nb["cells"] = [c for c in nb["cells"] if not (launch.MARKER in _src(c) and c["cell_type"] == "markdown")]
             for cell in nb["cells"]:
                 if cell["cell_type"] == "markdown":  # Jupyter reads $$...$$ before Markdown, MyST after: keep
                     # display math on one line so that a line of it starting with "+" is not a list item
@@ -389,6 +459,8 @@ def main(argv=None) -> int:
     parser.add_argument("what", choices=["slides", "site", "metadata"])
     parser.add_argument("--out", default=None, help="output folder (default: build/slides or build/site)")
     parser.add_argument("--notebooks", default=None, help="folder of the notebooks (default: notebooks/)")
+    parser.add_argument("--edition", default="student", choices=["student", "instructor"],
+                        help="site only: leave the exercises' solutions out (student, the default) or in")
     args = parser.parse_args(argv)
     if args.what == "metadata":
         for path in refresh_metadata(args.notebooks):
@@ -399,7 +471,7 @@ def main(argv=None) -> int:
         for path in build_slides(out, args.notebooks):
             print(path)
     else:
-        print(build_site(out, args.notebooks))
+        print(build_site(out, args.notebooks, args.edition))
     return 0
 
 

@@ -46,6 +46,9 @@ def test_slide_types_follow_the_notebook_structure():
     assert slide_type(_code("import torch"), True) == "skip"  # set-up code before the first section
     assert slide_type(_code("x = 1"), False) == "subslide"
     assert slide_type(_code("# Check: the claim\nassert x == 1"), False) == "notes"
+    assert slide_type(_code("# NBVAL_CHECK_OUTPUT\n# Check: the claim\nassert x == 1"), False) == "notes"
+    assert slide_type(_code("# NBVAL_CHECK_OUTPUT\nprint(x)"), False) == "subslide"
+    assert slide_type(_code('print(f"notebook ran in {time.time() - T_START:.0f} s")'), False) == "skip"
     assert slide_type(_code(f"# {launch.MARKER}: ..."), False) == "skip"
     nb = {"cells": [_md("# T"), _code("import torch"), _md("## 1. A"), _code("import torch")], "metadata": {}}
     types = [c["metadata"]["slideshow"]["slide_type"] for c in with_slide_metadata(nb)["cells"]]
@@ -87,14 +90,24 @@ def test_readme_links_come_from_the_one_repository_url():
         launch.with_readme_table("no markers", names)
 
 
-def test_colab_cell_does_nothing_outside_colab():
+def test_colab_cell_installs_the_course_on_colab_and_does_nothing_elsewhere(monkeypatch, tmp_path):
+    import subprocess
     import sys
+    import types
 
-    code = "".join(launch.launch_cell("03_ddpm_ddim.ipynb")[1]["source"])
+    code = compile("".join(launch.launch_cell("03_ddpm_ddim.ipynb")[1]["source"]), "launch", "exec")
     before = (os.getcwd(), list(sys.path))
-    exec(compile(code, "launch", "exec"), {})
+    exec(code, {})  # not on Colab: nothing happens
     assert (os.getcwd(), list(sys.path)) == before
-    assert f'"{launch.REPOSITORY}"' in code and '"google.colab" in sys.modules' in code
+    calls, dirs = [], []
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd))
+    monkeypatch.setattr(os, "chdir", dirs.append)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(code, {})  # "on Colab": clone the repository, install course_utils, work in its notebooks folder
+    assert calls[0][:2] == ["git", "clone"] and launch.REPOSITORY in calls[0] and "/content/course" in calls[0]
+    assert calls[1][1:4] == ["-m", "pip", "install"] and "/content/course" in calls[1]
+    assert dirs == ["/content/course/notebooks"] and sys.path[0] == "/content/course"
 
 
 def test_binder_installs_what_the_requirements_install():
@@ -106,8 +119,16 @@ def test_binder_installs_what_the_requirements_install():
                 names.add(re.split(r"[=<>~! \[]", line)[0].lower())
         return names
 
-    assert packages(os.path.join(REPO_ROOT, "binder", "requirements.txt")) == \
-        packages(os.path.join(REPO_ROOT, "requirements.txt"))
+    binder, main = (os.path.join(REPO_ROOT, *p) for p in (("binder", "requirements.txt"), ("requirements.txt",)))
+    assert packages(binder) == packages(main)
+
+    def pins(path):
+        return sorted(line.split("#")[0].strip() for line in open(path)
+                      if line.startswith(("torch==", "torchvision==")))
+
+    assert pins(binder) == pins(main) and len(pins(main)) == 2  # the same releases, from the CPU index
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in open(binder).read()
+    assert open(os.path.join(REPO_ROOT, "binder", "runtime.txt")).read().startswith("python-3.")
     assert "pip install --no-deps -e ." in open(os.path.join(REPO_ROOT, "binder", "postBuild")).read()
 
 
@@ -120,6 +141,16 @@ def test_deck_cells_split_what_does_not_fit_and_lose_nothing():
     chunks = _markdown_chunks(long_md)
     assert len(chunks) > 1 and all(_text_height(c) <= BUDGET_PX for c in chunks)
     assert "\n\n".join(chunks) == long_md  # cut at paragraph breaks only; display math kept whole
+    one_paragraph = ("word " * 300 + "\n$$\nF(\\theta) = 1 \\tag{2.1}\n$$\n" + "more " * 300).strip()
+    pieces = _markdown_chunks(one_paragraph)  # no blank line at all: cut where the equation ends
+    assert len(pieces) == 2 and pieces[0].endswith("$$") and "\n".join(pieces) == one_paragraph
+    table = "| idea | measured |\n|---|---|\n" + "\n".join(f"| row {k} | " + "value " * 30 + "|" for k in range(40))
+    pieces = _markdown_chunks("## Summary\n\n" + table)
+    assert len(pieces) > 2 and all(_text_height(p) <= BUDGET_PX for p in pieces)
+    rows = [r for p in pieces for r in p.splitlines() if r.startswith("| row")]
+    assert rows == table.splitlines()[2:]  # every row once, in order, each piece under the same header
+    assert all(p.splitlines()[-len([r for r in p.splitlines() if r.startswith("| row")]) - 2:][:2]
+               == table.splitlines()[:2] for p in pieces)
     png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 800, 500)
                            + bytes(40)).decode()  # the start of an 800 x 500 PNG
     figure = {"output_type": "display_data", "data": {"image/png": png}, "metadata": {}}
@@ -131,9 +162,36 @@ def test_deck_cells_split_what_does_not_fit_and_lose_nothing():
         {**_code("# Check\nassert True"), "id": "n", "metadata": {"slideshow": {"slide_type": "notes"}}}]]
     out = deck_cells(cells)
     ids = [c.id for c in out]
-    assert ids == [f"m-{k}" for k in range(len(chunks))] + ["c", "c-output", "l", "s", "n"]
-    assert out[len(chunks)].outputs == [] and out[len(chunks) + 1].transient == {"remove_source": True}
-    assert out[len(chunks) + 2].transient == {"remove_source": True} and "transient" not in out[-2]
+    assert ids == [f"m-{k}" for k in range(len(chunks))] + ["c", "c-output0", "l", "s", "n"]
+    hidden = {"remove_source": True}
+    assert out[len(chunks)].outputs == [] and out[len(chunks) + 1].metadata.transient == hidden
+    assert out[len(chunks) + 2].metadata.transient == hidden and "transient" not in out[-2].metadata
+
+
+def test_decks_show_long_code_as_output_only_and_split_code_from_tall_figures(tmp_path):
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 900, 600)
+                           + bytes(40)).decode()
+    figure = {"output_type": "display_data", "data": {"image/png": png, "text/plain": "<Figure>"}, "metadata": {}}
+    long_code = "\n".join(f"long_variable_{k} = {k}" for k in range(LONG_CODE_LINES + 5))
+    tall = "\n".join(f"tall_variable_{k} = {k}" for k in range(12))
+    heading = "## 1. A section\n\n" + "\n\n".join(f"Paragraph {k}: " + "word " * (420 if k == 0 else 120)
+                                                    for k in range(6))
+    nb = {"cells": [_md("# A chapter"), _md(heading), _code(long_code, [figure]), _code(tall, [figure, figure])],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    for k, cell in enumerate(nb["cells"]):
+        cell["id"] = f"cell{k}"
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    (folder / "00_a.ipynb").write_text(json.dumps(with_slide_metadata(nb)))
+    html = open(build_slides(str(tmp_path / "decks"), str(folder))[0], encoding="utf-8").read()
+    assert "long_variable_" not in html and html.count(png[:40]) == 3  # long code hidden, its figure shown
+    assert html.count("tall_variable_3") == 1  # the code once, then its two figures on their own slides
+    sections = re.findall(r"<section[^>]*>(.*?)</section>", html, re.S)
+    assert all(png[:40] not in sec for sec in sections if "tall_variable_3" in sec)
+    assert not any(sec.count(png[:40]) > 1 for sec in sections)  # 600 px figures: one per slide
+    texts = [re.sub(r"<[^>]+>|¶", "", sec).strip() for sec in sections]
+    assert "1. A section" in "".join(texts) and not any(text == "1. A section"
+                                                        for text in texts)  # no heading alone on a slide
 
 
 def test_slide_decks_build_offline_for_every_chapter(tmp_path):
@@ -159,6 +217,18 @@ def test_site_builds_from_the_stored_notebooks(tmp_path):
         assert "<img" in page and 'class="math' in page  # figures and formulas
         assert "https://" not in re.sub(r'href="[^"]*"', "", "".join(re.findall(r"<script[^>]*>", page)))
     assert os.path.exists(tmp_path / "site" / "teaching.html")
+    ch4 = open(tmp_path / "site" / "04_langevin_ncsn_guidance.html", encoding="utf-8").read()
+    assert "<summary>Solution" not in ch4 and "Exercise 2" in ch4  # the student edition by default ...
+    assert "colab.research.google.com" in ch4 and "mybinder.org" in ch4  # the theme's launch buttons
+    one = tmp_path / "one"
+    one.mkdir()
+    name = "04_langevin_ncsn_guidance.ipynb"
+    (one / name).write_text(open(os.path.join(REPO_ROOT, "notebooks", name), encoding="utf-8").read())
+    build_site(str(tmp_path / "instructor"), str(one), edition="instructor")  # ... and with them on request
+    page = tmp_path / "instructor" / name.replace(".ipynb", ".html")
+    assert "<summary>Solution" in open(page, encoding="utf-8").read()
+    with pytest.raises(ValueError, match="edition must be"):
+        build_site(str(tmp_path / "x"), edition="teacher")
 
 
 def test_site_build_fails_on_a_broken_cross_reference(tmp_path):

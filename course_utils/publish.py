@@ -185,6 +185,9 @@ def build_slides(out: str, notebooks: str | None = None) -> list[str]:
     for path in notebook_paths(notebooks):
         with open(path, encoding="utf-8") as fh:
             nb = reads(fh.read(), as_version=4)
+        for cell in nb.cells:  # links between chapters lead from deck to deck
+            if cell.cell_type == "markdown":
+                cell.source = NOTEBOOK_LINK.sub(r"](\1.slides.html\2)", cell.source)
         nb.cells = deck_cells(nb.cells)
         for cell in nb.cells:
             _offline_html(cell.get("outputs", []))
@@ -196,6 +199,7 @@ def build_slides(out: str, notebooks: str | None = None) -> list[str]:
     return written
 
 
+NOTEBOOK_LINK = re.compile(r"\]\((\d\d_[\w-]+)\.ipynb(#[^)]*)?\)")
 SLIDE_WIDTH, SLIDE_HEIGHT = 1280, 800  # reveal.js's canvas (scaled to the screen)
 TEXT_LINE_PX, CODE_LINE_PX, CHARS_PER_LINE = 30, 21, 92  # at the template's 22 px text and 16 px code
 BUDGET_PX = 660  # what fits under a slide's margins (checked with benchmarks/slide_check.py)

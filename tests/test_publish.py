@@ -205,6 +205,8 @@ def test_slide_decks_build_offline_for_every_chapter(tmp_path):
         for src in sources:  # every script and style sheet the deck loads is in the folder
             assert os.path.exists(os.path.join(str(tmp_path), src.split("?")[0])), src
         assert html.count("<section") > 20 and "Reveal.initialize" in html
+        for target in re.findall(r'href="(\d\d_[^"#]+)', html):  # links to other chapters lead to their decks
+            assert target.endswith(".slides.html") and os.path.exists(os.path.join(str(tmp_path), target)), target
         has_checks = any("".join(c["source"]).startswith("# Check") for c in _load(path)["cells"])
         assert ('<aside class="notes">' in html) == has_checks  # check cells become speaker notes
 
@@ -217,12 +219,14 @@ def test_site_builds_from_the_stored_notebooks(tmp_path):
         assert "<img" in page and 'class="math' in page  # figures and formulas
         assert "https://" not in re.sub(r'href="[^"]*"', "", "".join(re.findall(r"<script[^>]*>", page)))
     assert os.path.exists(tmp_path / "site" / "teaching.html")
+    ch3 = open(tmp_path / "site" / "03_ddpm_ddim.html", encoding="utf-8").read()
+    assert 'href="02_score_matching.html"' in ch3  # the chapters' links to each other (checked by the -W build)
     ch4 = open(tmp_path / "site" / "04_langevin_ncsn_guidance.html", encoding="utf-8").read()
     assert "<summary>Solution" not in ch4 and "Exercise 2" in ch4  # the student edition by default ...
     assert "colab.research.google.com" in ch4 and "mybinder.org" in ch4  # the theme's launch buttons
     one = tmp_path / "one"
     one.mkdir()
-    name = "04_langevin_ncsn_guidance.ipynb"
+    name = "00_neural_ode_ffjord.ipynb"  # links to no other chapter, so it builds alone
     (one / name).write_text(open(os.path.join(REPO_ROOT, "notebooks", name), encoding="utf-8").read())
     build_site(str(tmp_path / "instructor"), str(one), edition="instructor")  # ... and with them on request
     page = tmp_path / "instructor" / name.replace(".ipynb", ".html")

@@ -47,7 +47,9 @@ def check_deck(page, path, shots):
     rows = []
     for k, idx in enumerate(slides):
         page.evaluate(f"Reveal.slide({idx['h']}, {idx.get('v') or 0})")
-        page.wait_for_timeout(150)
+        page.wait_for_timeout(100)  # then let MathJax finish re-rendering the slide's formulas
+        page.wait_for_function("MathJax.Hub.queue.pending === 0 && !MathJax.Hub.queue.running", timeout=60_000)
+        page.wait_for_timeout(100)
         row = page.evaluate(MEASURE)
         row.update(h=idx["h"], v=idx.get("v") or 0)
         rows.append(row)

@@ -203,7 +203,9 @@ NOTEBOOK_LINK = re.compile(r"\]\((\d\d_[\w-]+)\.ipynb(#[^)]*)?\)")
 SLIDE_WIDTH, SLIDE_HEIGHT = 1280, 800  # reveal.js's canvas (scaled to the screen)
 TEXT_LINE_PX, CODE_LINE_PX, CHARS_PER_LINE = 30, 21, 92  # at the template's 22 px text and 16 px code
 BUDGET_PX = 660  # what fits under a slide's margins (checked with benchmarks/slide_check.py)
-FIGURE_PX = (280, 600)  # the template's least and largest figure height
+FIGURE_PX = (280, 600)  # the template's least and largest figure height ...
+FIGURE_MIN_WIDTH = 0.6  # ... and least width, as a share of the slide: small figures are enlarged
+CAPTION_PX = 2 * CODE_LINE_PX + 10  # two printed lines before a figure stay with it
 
 
 def _text_height(text: str) -> float:
@@ -263,8 +265,13 @@ def _markdown_chunks(text: str) -> list[str]:
             split.append([par, sep])
     chunks = []  # [text, separator after it]
     for par, sep in split:
-        heading_alone = bool(chunks) and re.fullmatch(r"#+ .*", chunks[-1][0].strip()) is not None
-        if chunks and (heading_alone or _text_height(chunks[-1][0] + chunks[-1][1] + par) <= BUDGET_PX):
+        if chunks:
+            last = chunks[-1][0].strip()
+            only_headings = all(re.match(r"#{1,6} ", line) for line in last.splitlines() if line.strip())
+            lead_in = last.endswith(":")  # "... as follows:" stays with what follows
+            new_section = re.match(r"#{1,6} ", par) is not None  # a heading starts a slide of its own
+            fits = _text_height(chunks[-1][0] + chunks[-1][1] + par) <= BUDGET_PX
+        if chunks and (only_headings or lead_in or (fits and not new_section)):
             chunks[-1] = [chunks[-1][0] + chunks[-1][1] + par, sep]
         else:
             chunks.append([par, sep])
@@ -277,7 +284,8 @@ def _png_height(data: str) -> float:
 
     head = base64.b64decode(data[:64])
     width, height = struct.unpack(">II", head[16:24])
-    return min(FIGURE_PX[1], max(FIGURE_PX[0], height * min(1.0, (SLIDE_WIDTH - 100) / width)))
+    shown = min(SLIDE_WIDTH - 100, max(width, FIGURE_MIN_WIDTH * (SLIDE_WIDTH - 100)))  # the template's CSS
+    return min(FIGURE_PX[1], max(FIGURE_PX[0], height * shown / width))
 
 
 def _output_height(outputs) -> float:
@@ -297,8 +305,9 @@ def _output_height(outputs) -> float:
 
 def deck_cells(cells):
     """The cells of a deck (nbformat nodes, from a notebook with slide metadata): what fits on a slide
-    stays as it is; a Markdown cell taller than a slide is cut into sub-slides at paragraph breaks (a
-    heading stays with the paragraph after it); a code cell whose code and outputs do not fit together is
+    stays as it is; a Markdown cell is cut before each heading inside it (a slide for ``##``, a sub-slide
+    otherwise) and, where taller than a slide, into sub-slides at paragraph breaks (a heading or a line
+    ending in ":" stays with what follows it); a code cell whose code and outputs do not fit together is
     shown as sub-slides, the code, then its outputs a slide's worth at a time; code longer than
     ``LONG_CODE_LINES`` lines shows its outputs only (it is in the notebook). Hidden code is marked as
     nbconvert expects, ``metadata.transient.remove_source``."""
@@ -307,13 +316,14 @@ def deck_cells(cells):
         kind = cell.get("metadata", {}).get("slideshow", {}).get("slide_type", "-")
         if kind in ("skip", "notes"):
             out.append(cell)
-        elif cell.cell_type == "markdown" and _text_height(cell.source) > BUDGET_PX:
+        elif cell.cell_type == "markdown" and len(_markdown_chunks(cell.source)) > 1:
             for k, chunk in enumerate(_markdown_chunks(cell.source)):
                 piece = copy.deepcopy(cell)
                 piece.source = chunk
                 piece.id = f"{cell.id}-{k}"
                 if k:
-                    piece.metadata["slideshow"] = {"slide_type": "subslide"}
+                    kind = "slide" if re.match(r"#{1,2} ", chunk) else "subslide"
+                    piece.metadata["slideshow"] = {"slide_type": kind}
                 out.append(piece)
         elif cell.cell_type == "code":
             n_lines = len(cell.source.splitlines())
@@ -328,9 +338,13 @@ def deck_cells(cells):
                 out.append(code_only)
             groups, height = [[]], 0.0  # the outputs, a slide's worth at a time
             for output, h in zip(cell.outputs, heights):
-                if groups[-1] and height + h > BUDGET_PX:
-                    groups.append([])
-                    height = 0.0
+                caption = all(o.get("output_type") == "stream" for o in groups[-1]) and height <= CAPTION_PX
+                if groups[-1] and height + h > BUDGET_PX + (CAPTION_PX if caption else 0):
+                    carried = []  # a line printed just before a figure is its caption: it moves with it
+                    if len(groups[-1]) > 1 and groups[-1][-1].get("output_type") == "stream":
+                        carried = [groups[-1].pop()]
+                    groups.append(carried)
+                    height = sum(_output_height([o]) for o in carried)
                 groups[-1].append(output)
                 height += h
             for k, group in enumerate(groups):

@@ -70,6 +70,10 @@ def test_stored_notebooks_carry_current_slide_metadata_and_launch_cells():
         assert launch.colab_url(name) in links and launch.binder_url(name) in links
         assert launch.REPOSITORY in "".join(nb["cells"][2]["source"])
         assert sum(launch.MARKER in "".join(c["source"]) for c in nb["cells"]) == 2
+        for cell in nb["cells"]:  # a section's heading opens its cell, so the section opens a slide (also in RISE)
+            text = "".join(cell["source"]).strip()
+            if cell["cell_type"] == "markdown" and "solution" not in cell["metadata"].get("tags", []):
+                assert not re.search(r"\n#{1,2} ", text), f"{name}: split the cell before {text[:60]!r}"
 
 
 def test_readme_links_come_from_the_one_repository_url():
@@ -144,6 +148,8 @@ def test_deck_cells_split_what_does_not_fit_and_lose_nothing():
     one_paragraph = ("word " * 300 + "\n$$\nF(\\theta) = 1 \\tag{2.1}\n$$\n" + "more " * 300).strip()
     pieces = _markdown_chunks(one_paragraph)  # no blank line at all: cut where the equation ends
     assert len(pieces) == 2 and pieces[0].endswith("$$") and "\n".join(pieces) == one_paragraph
+    pieces = _markdown_chunks("## 8. Questions\n\n### Q1. Why?\nBecause.\n\n### Q2. How?\nAs follows:\n\n$$x = 1$$")
+    assert pieces == ["## 8. Questions\n\n### Q1. Why?\nBecause.", "### Q2. How?\nAs follows:\n\n$$x = 1$$"]
     table = "| idea | measured |\n|---|---|\n" + "\n".join(f"| row {k} | " + "value " * 30 + "|" for k in range(40))
     pieces = _markdown_chunks("## Summary\n\n" + table)
     assert len(pieces) > 2 and all(_text_height(p) <= BUDGET_PX for p in pieces)
@@ -176,7 +182,9 @@ def test_decks_show_long_code_as_output_only_and_split_code_from_tall_figures(tm
     tall = "\n".join(f"tall_variable_{k} = {k}" for k in range(12))
     heading = "## 1. A section\n\n" + "\n\n".join(f"Paragraph {k}: " + "word " * (420 if k == 0 else 120)
                                                     for k in range(6))
-    nb = {"cells": [_md("# A chapter"), _md(heading), _code(long_code, [figure]), _code(tall, [figure, figure])],
+    caption = {"output_type": "stream", "name": "stdout", "text": "the caption of figure two\n"}
+    nb = {"cells": [_md("# A chapter"), _md(heading), _code(long_code, [figure]),
+                    _code(tall, [figure, caption, figure])],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     for k, cell in enumerate(nb["cells"]):
         cell["id"] = f"cell{k}"
@@ -189,6 +197,7 @@ def test_decks_show_long_code_as_output_only_and_split_code_from_tall_figures(tm
     sections = re.findall(r"<section[^>]*>(.*?)</section>", html, re.S)
     assert all(png[:40] not in sec for sec in sections if "tall_variable_3" in sec)
     assert not any(sec.count(png[:40]) > 1 for sec in sections)  # 600 px figures: one per slide
+    assert any("the caption of figure two" in sec and png[:40] in sec for sec in sections)  # kept together
     texts = [re.sub(r"<[^>]+>|¶", "", sec).strip() for sec in sections]
     assert "1. A section" in "".join(texts) and not any(text == "1. A section"
                                                         for text in texts)  # no heading alone on a slide
@@ -207,8 +216,8 @@ def test_slide_decks_build_offline_for_every_chapter(tmp_path):
         assert html.count("<section") > 20 and "Reveal.initialize" in html
         for target in re.findall(r'href="(\d\d_[^"#]+)', html):  # links to other chapters lead to their decks
             assert target.endswith(".slides.html") and os.path.exists(os.path.join(str(tmp_path), target)), target
-        has_checks = any("".join(c["source"]).startswith("# Check") for c in _load(path)["cells"])
-        assert ('<aside class="notes">' in html) == has_checks  # check cells become speaker notes
+        n_checks = sum(c["metadata"]["slideshow"]["slide_type"] == "notes" for c in _load(path)["cells"])
+        assert html.count('<aside class="notes">') == n_checks  # the check cells, as speaker notes
 
 
 def test_site_builds_from_the_stored_notebooks(tmp_path):

@@ -22,7 +22,7 @@ import sys
 
 from . import REPO_ROOT
 
-__all__ = ["SOLUTIONS_NOTE", "STUDENT_NOTE", "student_notebook", "write_student_edition", "main"]
+__all__ = ["SOLUTIONS_NOTE", "STUDENT_NOTE", "student_notebook", "notebook_paths", "write_student_edition", "main"]
 
 SOLUTIONS_NOTE = "Solutions are hidden below each exercise."
 STUDENT_NOTE = "(This is the student edition: the solutions are in the instructor's notebooks.)"
@@ -62,12 +62,18 @@ def student_notebook(nb: dict) -> dict:
     return out
 
 
+def notebook_paths(notebooks: str | None = None) -> list[str]:
+    """The chapter notebooks, ``notebooks/0N_*.ipynb`` (or those of the folder ``notebooks``), in order."""
+    folder = notebooks or os.path.join(REPO_ROOT, "notebooks")
+    paths = sorted(glob.glob(os.path.join(folder, "*.ipynb")))
+    if not paths:
+        raise FileNotFoundError(f"notebooks: no .ipynb files in {folder!r}")
+    return paths
+
+
 def write_student_edition(out: str, notebooks: str | None = None) -> list[str]:
     """Write the student edition of every ``notebooks/*.ipynb`` into the folder ``out``; return the paths."""
-    notebooks = notebooks or os.path.join(REPO_ROOT, "notebooks")
-    paths = sorted(glob.glob(os.path.join(notebooks, "*.ipynb")))
-    if not paths:
-        raise FileNotFoundError(f"notebooks: no .ipynb files in {notebooks!r}")
+    paths = notebook_paths(notebooks)
     os.makedirs(out, exist_ok=True)
     written = []
     for path in paths:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import glob
 import json
 import os
 import re
@@ -38,6 +37,7 @@ import sys
 import tempfile
 
 from . import REPO_ROOT, launch
+from .editions import _tags, notebook_paths, student_notebook
 
 __all__ = ["LONG_CODE_LINES", "slide_type", "with_slide_metadata", "with_launch_cells", "notebook_paths",
            "deck_cells", "build_slides", "build_site", "refresh_metadata", "main"]
@@ -49,19 +49,6 @@ RISE_SETTINGS = {"scroll": True, "transition": "none", "width": "100%", "height"
 
 def _src(cell: dict) -> str:
     return "".join(cell["source"])
-
-
-def _tags(cell: dict) -> list:
-    return cell.get("metadata", {}).get("tags", [])
-
-
-def notebook_paths(notebooks: str | None = None) -> list[str]:
-    """The chapter notebooks, ``notebooks/0N_*.ipynb``, in order."""
-    folder = notebooks or os.path.join(REPO_ROOT, "notebooks")
-    paths = sorted(glob.glob(os.path.join(folder, "*.ipynb")))
-    if not paths:
-        raise FileNotFoundError(f"notebooks: no .ipynb files in {folder!r}")
-    return paths
 
 
 def slide_type(cell: dict, before_first_section: bool) -> str:
@@ -141,18 +128,19 @@ def refresh_metadata(notebooks: str | None = None, readme: str | None = None) ->
     return changed
 
 
-def _copy_static(out: str) -> str:
-    """Copy reveal.js and MathJax into ``out/_static`` (once); return that folder."""
+def _copy_static(out: str, libraries=("reveal", "mathjax")) -> str:
+    """Copy reveal.js (from sphinx-revealjs) and MathJax 2 (from jupyter-server-mathjax), or those of them
+    named in ``libraries``, into ``out/_static`` (once); return that folder."""
     import jupyter_server_mathjax
     import sphinx_revealjs
 
     static = os.path.join(out, "_static")
     sources = {"reveal": os.path.join(os.path.dirname(sphinx_revealjs.__file__), "_static", "revealjs"),
                "mathjax": os.path.join(os.path.dirname(jupyter_server_mathjax.__file__), "static")}
-    for name, src in sources.items():
+    for name in libraries:
         target = os.path.join(static, name)
         if not os.path.isdir(target):
-            shutil.copytree(src, target)
+            shutil.copytree(sources[name], target)
     return static
 
 
@@ -421,18 +409,11 @@ def build_site(out: str, notebooks: str | None = None, edition: str = "student")
     guide; warnings (a broken cross-reference among them) are errors. ``edition``: "student" (the default:
     the site is what students are sent to, so the exercises' solutions are left out, as in the student
     edition) or "instructor" (everything). Returns the path of its index."""
-    from .editions import student_notebook
-
     if edition not in ("student", "instructor"):
         raise ValueError(f"edition must be 'student' or 'instructor', got {edition!r}")
     paths = notebook_paths(notebooks)
     with tempfile.TemporaryDirectory() as src:
-        static = os.path.join(src, "_static")
-        os.makedirs(static)
-        import jupyter_server_mathjax
-
-        shutil.copytree(os.path.join(os.path.dirname(jupyter_server_mathjax.__file__), "static"),
-                        os.path.join(static, "mathjax"))
+        static = _copy_static(src, libraries=("mathjax",))
         with open(os.path.join(static, "course.css"), "w", encoding="utf-8") as fh:
             fh.write("div.math, .MathJax_Display { overflow-x: auto; overflow-y: hidden; }\n")
         with open(os.path.join(src, "conf.py"), "w", encoding="utf-8") as fh:

@@ -32,6 +32,12 @@ def _md(text, **meta):
     return {"cell_type": "markdown", "metadata": dict(meta), "source": text}
 
 
+def _png_start(width, height):
+    """The first bytes of a PNG image of the given size, base64-encoded, as a notebook stores it."""
+    head = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", width, height)
+    return base64.b64encode(head + bytes(40)).decode()
+
+
 def _code(text, outputs=(), **meta):
     return {"cell_type": "code", "metadata": dict(meta), "source": text, "outputs": list(outputs),
             "execution_count": None}
@@ -157,8 +163,7 @@ def test_deck_cells_split_what_does_not_fit_and_lose_nothing():
     assert rows == table.splitlines()[2:]  # every row once, in order, each piece under the same header
     assert all(p.splitlines()[-len([r for r in p.splitlines() if r.startswith("| row")]) - 2:][:2]
                == table.splitlines()[:2] for p in pieces)
-    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 800, 500)
-                           + bytes(40)).decode()  # the start of an 800 x 500 PNG
+    png = _png_start(800, 500)
     figure = {"output_type": "display_data", "data": {"image/png": png}, "metadata": {}}
     cells = [from_dict(c) for c in [
         {**_md(long_md), "id": "m"},
@@ -175,8 +180,7 @@ def test_deck_cells_split_what_does_not_fit_and_lose_nothing():
 
 
 def test_decks_show_long_code_as_output_only_and_split_code_from_tall_figures(tmp_path):
-    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", 900, 600)
-                           + bytes(40)).decode()
+    png = _png_start(900, 600)
     figure = {"output_type": "display_data", "data": {"image/png": png, "text/plain": "<Figure>"}, "metadata": {}}
     long_code = "\n".join(f"long_variable_{k} = {k}" for k in range(LONG_CODE_LINES + 5))
     tall = "\n".join(f"tall_variable_{k} = {k}" for k in range(12))

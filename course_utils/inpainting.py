@@ -7,7 +7,9 @@ step replaces the known part by a fresh draw from the forward process at the new
 sqrt(alpha_bar_s) y + sqrt(1 - alpha_bar_s) eps: the known part then has exactly the marginals it would
 have under the model, and the network fills in the rest around it. Replacement alone harmonises poorly
 (the unknown part only ever sees the known part through one step at a time); ``resample = U`` goes
-back up one step (x_i ~ q(x_i | x_s), fresh noise) and repeats it U times, letting both parts agree.
+back up one step (x_i ~ q(x_i | x_s), fresh noise) and repeats it U times, letting both parts agree;
+``jump = j`` goes back up j steps at a time (RePaint's jump length), which gives the noisier levels, where the
+digit's identity is decided, a chance to change their mind.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .ddpm import _ab, _check_schedule, _check_timesteps, _check_x, _eps
 from .schedules import DiscreteSchedule
 from .tensors import randn
 
-__all__ = ["inpaint", "grey_basis"]
+__all__ = ["inpaint", "grey_basis", "repaint_moves"]
 
 
 def grey_basis(channels: int = 3, dtype=torch.float64) -> torch.Tensor:
@@ -43,22 +45,48 @@ def _from_basis(x, basis):
     return x if basis is None else torch.einsum("dc,bd...->bc...", basis.to(x), x)
 
 
+def repaint_moves(n_steps: int, resample: int = 1, jump: int = 1) -> list[tuple[int, int]]:
+    """RePaint's walk over grid positions 0 (the noisiest index) .. n_steps (the clean image), as (from, to)
+    moves: ``to = from + 1`` is a denoising step (one network evaluation), ``to = from - jump`` goes back up
+    through the forward process. Arriving at a position p that is a multiple of ``jump`` (0 < p < n_steps), the
+    walk goes back up ``jump`` positions and down again, ``resample - 1`` times, so every step is taken about
+    ``resample`` times; ``jump = 1`` resamples each step on its own (Lugmayr et al.'s j = 1, r = U).
+    The last step, to the clean image, is never repeated."""
+    check_positive_int("n_steps", n_steps)
+    check_positive_int("resample", resample)
+    check_positive_int("jump", jump)
+    left = {p: resample - 1 for p in range(jump, n_steps, jump)}
+    moves, p = [], 0
+    while p < n_steps:
+        moves.append((p, p + 1))
+        p += 1
+        if left.get(p, 0) > 0:
+            left[p] -= 1
+            moves.append((p, p - jump))
+            p -= jump
+    return moves
+
+
 @torch.no_grad()
 def inpaint(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, mask: torch.Tensor, *, timesteps=None,
-            n_steps: int | None = None, eta: float = 1.0, resample: int = 1, basis: torch.Tensor | None = None,
-            x_T: torch.Tensor | None = None, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+            n_steps: int | None = None, eta: float = 1.0, resample: int = 1, jump: int = 1,
+            basis: torch.Tensor | None = None, x_T: torch.Tensor | None = None,
+            generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
     """Sample the unknown part of ``x_known`` (B, C, H, W) given the part where ``mask`` is 1 (a 0/1 tensor
     broadcastable to x_known: per pixel, or per channel of ``basis @ x``).
 
     ``timesteps`` / ``n_steps``: the index grid (as ``ddim_sample``); ``eta``: the DDIM noise (1: ancestral);
-    ``resample``: RePaint's U (1 = plain replacement); ``basis``: an orthogonal (C, C) matrix in whose
+    ``resample``: RePaint's U (1 = plain replacement); ``jump``: how many grid steps each resampling goes back
+    up (RePaint's jump length j; see ``repaint_moves``); ``basis``: an orthogonal (C, C) matrix in whose
     coordinates ``mask`` applies (``grey_basis()`` for colorization; None: the pixels themselves). The
     returned images carry the known part exactly (bit-identical pixels when ``basis`` is None).
-    ``callback(dict(i, t, x, x0_hat, u))`` before every network evaluation. N_steps x U evaluations."""
+    ``callback(dict(i, t, x, x0_hat, u))`` before every network evaluation (i: the grid position, u: how many
+    times that step was taken before). About N_steps x U evaluations (``repaint_moves`` counts them)."""
     _check_schedule(schedule)
     _check_x("x_known", x_known)
     check_generator("generator", generator)
     check_positive_int("resample", resample)
+    check_positive_int("jump", jump)
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and 0 <= eta <= 1):
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
     mask = torch.as_tensor(mask, device=x_known.device)
@@ -87,25 +115,25 @@ def inpaint(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, mask: 
     x = randn(x_known.shape, like=x_known, generator=generator) if x_T is None else x_T
     if x.shape != x_known.shape:
         raise ValueError(f"x_T must have x_known's shape {tuple(x_known.shape)}, got {tuple(x.shape)}")
-    for k, i in enumerate(steps):
-        s = steps[k + 1] if k + 1 < len(steps) else -1
+    levels = list(steps) + [-1]  # position p on the grid: index levels[p]; the last position is the clean image
+    visits = [0] * len(steps)
+    for p, q in repaint_moves(len(steps), resample, jump):
+        i, s = levels[p], levels[q]
         ab, ab_s = _ab(schedule, i), _ab(schedule, s)
-        for u in range(resample):
-            eps, t = _eps(eps_model, schedule, x, i)
-            x0_hat = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
-            if callback is not None:
-                callback(dict(i=k, t=float(t[0]), x=x, x0_hat=x0_hat, u=u))
-            sigma = eta * math.sqrt((1 - ab_s) / (1 - ab)) * math.sqrt(1 - ab / ab_s)
-            x_s = math.sqrt(ab_s) * x0_hat + math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) * eps
-            if sigma > 0:
-                x_s = x_s + sigma * randn(x.shape, like=x, generator=generator)
-            x_s = merge(x_s, ab_s)
-            if u + 1 < resample and s >= 0:  # RePaint: back up to level i through q(x_i | x_s), then redo
-                r = ab / ab_s
-                x = math.sqrt(r) * x_s + math.sqrt(1 - r) * randn(x.shape, like=x, generator=generator)
-            else:
-                break
-        x = x_s
+        if q < p:  # back up the grid through the forward process q(x_s | x_i), s noisier than i
+            r = ab_s / ab
+            x = math.sqrt(r) * x + math.sqrt(1 - r) * randn(x.shape, like=x, generator=generator)
+            continue
+        eps, t = _eps(eps_model, schedule, x, i)
+        x0_hat = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        if callback is not None:
+            callback(dict(i=p, t=float(t[0]), x=x, x0_hat=x0_hat, u=visits[p]))
+        visits[p] += 1
+        sigma = eta * math.sqrt((1 - ab_s) / (1 - ab)) * math.sqrt(1 - ab / ab_s)
+        x_s = math.sqrt(ab_s) * x0_hat + math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) * eps
+        if sigma > 0:
+            x_s = x_s + sigma * randn(x.shape, like=x, generator=generator)
+        x = merge(x_s, ab_s)
     if basis is None:
         x = torch.where(keep, x_known, x)  # exactly the given pixels
     return x

@@ -8,7 +8,7 @@ import torch
 
 from course_utils.data import GaussianMixture
 from course_utils.guidance import classifier_free_guidance, classifier_guidance, guided_score
-from course_utils.inpainting import grey_basis, inpaint
+from course_utils.inpainting import grey_basis, inpaint, repaint_moves
 from course_utils.nets import UNet
 from course_utils.samplers import annealed_langevin, geometric_sigmas, langevin
 from course_utils.schedules import DiscreteSchedule, linear_betas
@@ -167,6 +167,31 @@ def test_inpainting_keeps_known_pixels_and_resampling_conditions_better():
         assert torch.equal(out[..., 0], x_known[..., 0])  # bit-identical
         errors[U] = abs(out[..., 1].double().mean().item() - 0.9 * 1.5)  # exact E[x_u | x_k = 1.5] = 1.35
     assert errors[10] < 0.1 and errors[1] > 3 * errors[10], errors
+    # RePaint's jumps: going back up 25 of the 100 steps mostly forgets what the resampling had harmonised
+    # (x_s keeps a factor sqrt(alpha_bar ratio) of itself), so the error drifts back towards replacement's
+    for U, jump in ((10, 5), (5, 25)):
+        out = inpaint(sched, eps, x_known, mask, n_steps=100, resample=U, jump=jump,
+                      generator=torch.Generator().manual_seed(1))
+        assert torch.equal(out[..., 0], x_known[..., 0])
+        errors[U, jump] = abs(out[..., 1].double().mean().item() - 0.9 * 1.5)
+    assert errors[10] < errors[10, 5] < errors[5, 25] and errors[5, 25] > 0.8 * errors[1], errors
+
+
+def test_repaint_moves_walk_the_grid():
+    for n, U, jump in ((10, 1, 1), (10, 3, 1), (10, 3, 5), (7, 4, 3), (5, 2, 10)):
+        moves = repaint_moves(n, U, jump)
+        assert moves[0] == (0, 1) and moves[-1] == (n - 1, n)
+        assert all(b == a + 1 or b == a - jump >= 0 for a, b in moves)
+        assert all(moves[k][1] == moves[k + 1][0] for k in range(len(moves) - 1))  # one connected walk
+        down = [a for a, b in moves if b > a]
+        # the walk turns back at the multiples L of jump below n, so a step before the last such L is taken U
+        # times and the later ones (always the last step) once
+        last = (n - 1) // jump * jump
+        assert [down.count(p) for p in range(n)] == [U if p < last else 1 for p in range(n)], (n, U, jump)
+        if jump == 1:
+            assert len(down) == (n - 1) * U + 1
+    with pytest.raises(ValueError, match="jump"):
+        repaint_moves(10, 2, 0)
 
 
 def test_colorization_basis_keeps_the_grey_level():

@@ -31,6 +31,7 @@ from .shapes import (
     judge_loss,
     judge_targets,
     pair_captions,
+    partial_caption,
     shape_scenes,
     single_captions,
     tokenize,
@@ -41,12 +42,12 @@ from .unclip import DiffusionPrior, UnCLIPDecoder, prior_inputs, scaled
 
 __all__ = ["JUDGE_CONFIG", "CLIP_CONFIG", "GLIDE_CONFIG", "GLIDE_POOLED_CONFIG", "make_judge", "make_clip",
            "make_glide", "glide_schedule", "judge_accuracy", "retrieval_accuracy", "pretrain_shape_judge",
-           "pretrain_clip_shapes", "pretrain_glide_shapes", "pretrain_glide_pooled", "BUILDERS", "NOISY_CLIP_CONFIG",
-           "pretrain_noisy_clip", "UNCLIP_DECODER_CONFIG", "UNCLIP_PRIOR_CONFIG", "make_unclip_decoder",
-           "make_unclip_prior", "pretrain_unclip_decoder", "pretrain_unclip_prior", "frozen",
-           "AUTOENCODER_CONFIG", "LATENT_CONFIG", "make_autoencoder", "pretrain_shape_autoencoder",
-           "pretrain_latent_shapes", "IMAGEN_BASE_CONFIG", "IMAGEN_SR_CONFIG", "pretrain_imagen_base",
-           "pretrain_imagen_sr"]
+           "pretrain_clip_shapes", "train_clip", "pretrain_glide_shapes", "pretrain_glide_pooled", "BUILDERS",
+           "NOISY_CLIP_CONFIG", "pretrain_noisy_clip", "UNCLIP_DECODER_CONFIG", "UNCLIP_PRIOR_CONFIG",
+           "make_unclip_decoder", "train_unclip_decoder", "train_unclip_prior", "make_unclip_prior",
+           "pretrain_unclip_decoder", "pretrain_unclip_prior", "frozen", "AUTOENCODER_CONFIG", "LATENT_CONFIG",
+           "make_autoencoder", "pretrain_shape_autoencoder", "pretrain_latent_shapes", "IMAGEN_BASE_CONFIG",
+           "IMAGEN_SR_CONFIG", "pretrain_imagen_base", "pretrain_imagen_sr"]
 
 JUDGE_CONFIG = dict(width=32, steps=3000, batch=128, lr=2e-3, n_train=20_000, n_heldout=5_000, seed=0)
 CLIP_CONFIG = dict(embed_dim=64, text_dim=64, text_layers=2, width=32, steps=3000, batch=256, lr=1e-3,
@@ -93,6 +94,31 @@ def _save(name: str, path, model, config: dict, out: dict, tail: int = 100, **me
     losses = out["losses"][-tail:]
     return {"path": path, "seconds": out["seconds"], "final_loss": sum(losses) / max(len(losses), 1),
             **({"held_out_accuracy": next(iter(measured.values()))} if measured else {})}
+
+
+def _caption_forms(captions, partial: float):
+    """The captions a training run draws from: ``(forms, index)`` with ``forms`` a sorted list of distinct
+    captions and ``index`` (N, 4) the positions in it of each scene's caption in full, without its position,
+    without its size, and without either (``shapes.partial_caption``; the same four for two-object captions).
+    With ``partial`` = 0 only the full captions are listed."""
+    distinct = sorted(set(captions))
+    if not partial:
+        where = {c: k for k, c in enumerate(distinct)}
+        return distinct, torch.tensor([[where[c]] * 4 for c in captions])
+    keep = ((True, True), (True, False), (False, True), (False, False))
+    short = {c: [partial_caption(c, size=a, position=b) for a, b in keep] for c in distinct}
+    forms = sorted({f for fs in short.values() for f in fs})
+    where = {c: k for k, c in enumerate(forms)}
+    return forms, torch.tensor([[where[f] for f in short[c]] for c in captions])
+
+
+def _pick_forms(index: torch.Tensor, idx: torch.Tensor, partial: float) -> torch.Tensor:
+    """The caption of each scene ``idx`` as a position in the forms list: in full, or with its size and its
+    position each left unsaid with probability ``partial`` (independently; no random draw when it is 0)."""
+    if not partial:
+        return index[idx, 0]
+    drop = (torch.rand(len(idx), 2) < partial).long()
+    return index[idx, 2 * drop[:, 0] + drop[:, 1]]
 
 
 # ------------------------------------------------------------------------------ the judge
@@ -159,9 +185,12 @@ def clip_retrieval_table(clip: CLIP, n: int = 1000, seed: int = 1) -> dict:
 def _train_clip(default: dict, iters, progress, desc: str):
     """CLIP on the training scenes with the contrastive loss (scenes sharing a caption count as matches),
     Adam with warm-up and cosine decay. A ``time_conditional`` config trains on x_t = alpha(t) x0 + sigma(t)
-    eps at t = k / N, k uniform in 1..N (GLIDE's noise-aware CLIP). Returns (config, clip, out)."""
+    eps at t = k / N, k uniform in 1..N (GLIDE's noise-aware CLIP). With ``partial`` > 0 a one-object caption
+    leaves its size and its position unsaid, each with that probability (``_pick_forms``), so the image
+    embedding must keep what a caption may leave out. Returns (config, clip, out)."""
     config = start_config(default, iters)
     x, captions, _ = shape_scenes(config["n_train"], "train")
+    forms, index = _caption_forms(captions, config.get("partial", 0))
     clip = make_clip(config)
     schedule = glide_schedule(config) if config.get("time_conditional") else None
     opt = torch.optim.Adam(clip.parameters(), lr=config["lr"])
@@ -169,7 +198,8 @@ def _train_clip(default: dict, iters, progress, desc: str):
 
     def loss_fn(step):
         idx = torch.randint(0, len(x), (config["batch"],)).tolist()
-        caps, x0, t = [captions[i] for i in idx], x[idx], None
+        picked = _pick_forms(index, torch.tensor(idx), config.get("partial", 0)).tolist()
+        caps, x0, t = [forms[k] for k in picked], x[idx], None
         if schedule is not None:
             t = schedule.time(torch.randint(0, schedule.N, (len(idx),)))
             x0 = schedule.perturb(x0, t, torch.randn_like(x0))
@@ -181,7 +211,12 @@ def _train_clip(default: dict, iters, progress, desc: str):
 
 def pretrain_clip_shapes(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
     """Train CLIP and record its retrieval accuracy (``clip_retrieval_table``)."""
-    config, clip, out = _train_clip(CLIP_CONFIG, iters, progress, "CLIP")
+    return train_clip(CLIP_CONFIG, path, progress, iters)
+
+
+def train_clip(default: dict, path: str | None = None, progress: bool = True, iters: int | None = None) -> dict:
+    """``pretrain_clip_shapes`` for any configuration of its kind (``partial``: see ``_train_clip``)."""
+    config, clip, out = _train_clip(default, iters, progress, "CLIP")
     return _save("clip_shapes", path, clip, config, out, retrieval=clip_retrieval_table(clip))
 
 
@@ -258,10 +293,11 @@ def pretrain_glide_pooled(path: str | None = None, iters: int | None = None, pro
 
 
 # ------------------------------------------------------------------------------ DALL-E 2 (unCLIP)
-def frozen(name: str):
-    """A shipped checkpoint (``name``) loaded for use inside another model, in eval mode, gradients off."""
+def frozen(name: str, path: str | None = None):
+    """A shipped checkpoint (``name``, or one of its kind at ``path``) loaded for use inside another model, in
+    eval mode, gradients off."""
     from .pretrain import load_pretrained
-    model, _ = load_pretrained(name)
+    model, _ = load_pretrained(name, path)
     return model.eval().requires_grad_(False)
 
 
@@ -283,10 +319,16 @@ def pretrain_unclip_decoder(path: str | None = None, iters: int | None = None, p
     """Fine-tune the GLIDE checkpoint into unCLIP's decoder: each training scene's CLIP image embedding
     f(X) (frozen ``clip_shapes``) becomes extra context; the embedding is zeroed 10% and the caption
     emptied 50% of the time, independently (both at once: 5%, the unconditional model). EMA weights saved."""
-    config = start_config(UNCLIP_DECODER_CONFIG, iters)
+    return train_unclip_decoder(start_config(UNCLIP_DECODER_CONFIG, iters), path, progress)
+
+
+def train_unclip_decoder(config: dict, path: str | None = None, progress: bool = True) -> dict:
+    """``pretrain_unclip_decoder`` for any configuration of its kind (``clip_path``: a CLIP checkpoint other
+    than the shipped one; ``partial``: captions leave size and position unsaid, as in ``_train_clip``)."""
     x, captions, _ = shape_scenes(config["n_train"], "train")
-    ids, _ = tokenize(captions)
-    clip = frozen(config["clip"])
+    forms, index = _caption_forms(captions, config.get("partial", 0))
+    ids, _ = tokenize(forms)
+    clip = frozen(config["clip"], config.get("clip_path"))
     z = _image_embeddings(clip, x)
     model = make_unclip_decoder(config)
     if config["init"]:
@@ -298,7 +340,7 @@ def pretrain_unclip_decoder(path: str | None = None, iters: int | None = None, p
 
     def loss_fn(step):
         idx = torch.randint(0, len(x), (config["batch"],))
-        caps = ids[idx].clone()
+        caps = ids[_pick_forms(index, idx, config.get("partial", 0))].clone()
         drop = torch.rand(len(idx)) < config["p_drop_caption"]
         caps[drop] = model.glide.null_cond(caps[drop])
         emb = z[idx] * (torch.rand(len(idx), 1) >= config["p_drop_embedding"])
@@ -314,12 +356,16 @@ def pretrain_unclip_prior(path: str | None = None, iters: int | None = None, pro
     """Train the diffusion prior on (caption, f(X)) pairs of the training scenes, frozen ``clip_shapes`` on
     both sides: x0-prediction of the scaled embedding sqrt(E) f(X) with a mean squared error (EMA weights
     saved; ``tests/test_pretrain.py`` checks that its samples lie next to their captions' image embeddings)."""
-    config = start_config(UNCLIP_PRIOR_CONFIG, iters)
+    return train_unclip_prior(start_config(UNCLIP_PRIOR_CONFIG, iters), path, progress)
+
+
+def train_unclip_prior(config: dict, path: str | None = None, progress: bool = True) -> dict:
+    """``pretrain_unclip_prior`` for any configuration of its kind (``clip_path``, ``partial``: as for the
+    decoder)."""
     x, captions, _ = shape_scenes(config["n_train"], "train")
-    clip = frozen(config["clip"])
-    unique = sorted(set(captions))
-    index = torch.tensor([unique.index(c) for c in captions])
-    tokens, mask, text_emb = prior_inputs(clip, unique)
+    clip = frozen(config["clip"], config.get("clip_path"))
+    forms, index = _caption_forms(captions, config.get("partial", 0))
+    tokens, mask, text_emb = prior_inputs(clip, forms)
     z0 = scaled(_image_embeddings(clip, x))
     prior = make_unclip_prior(config)
     schedule = glide_schedule(config)
@@ -329,7 +375,7 @@ def pretrain_unclip_prior(path: str | None = None, iters: int | None = None, pro
 
     def loss_fn(step):
         idx = torch.randint(0, len(x), (config["batch"],))
-        k = index[idx]
+        k = _pick_forms(index, idx, config.get("partial", 0))
         t = schedule.time(torch.randint(0, schedule.N, (len(idx),)))
         zt = schedule.perturb(z0[idx], t, torch.randn_like(z0[idx]))
         return (prior(zt, t, tokens[k], mask[k], text_emb[k]) - z0[idx]).pow(2).mean()

@@ -23,7 +23,7 @@ import torch
 
 __all__ = ["SHAPES", "COLOURS", "SIZES", "POSITIONS", "HELD_OUT_PAIRS", "VOCAB", "MAX_TOKENS", "IMAGE_SIZE",
            "shape_scenes", "tokenize", "caption_attributes", "single_captions", "pair_captions", "COLOUR_RGB",
-           "novel_captions", "SPLITS",
+           "novel_captions", "partial_caption", "SPLITS",
            "ShapeJudge", "judge_targets", "judge_loss", "attribute_agreement"]
 
 IMAGE_SIZE = 16
@@ -40,7 +40,7 @@ _CENTRES = {"top left": (4.5, 4.5), "top right": (4.5, 11.5), "bottom left": (11
 VOCAB = ("<pad>", "<end>", "a", "at", "the", "of", "left", "right", "top", "bottom") + SIZES + COLOURS + SHAPES
 MAX_TOKENS = 10  # words plus the end token; the captions have 8 words
 _INDEX = {w: i for i, w in enumerate(VOCAB)}
-_SINGLE = re.compile(r"^a (small|large) (\w+) (\w+) at the (top|bottom) (left|right)$")
+_SINGLE = re.compile(r"^a (?:(small|large) )?(\w+) (\w+)(?: at the (top|bottom) (left|right))?$")
 _PAIR = re.compile(r"^a (\w+) (\w+) left of a (\w+) (\w+)$")
 
 
@@ -69,21 +69,39 @@ def tokenize(captions) -> tuple[torch.Tensor, torch.Tensor]:
 def caption_attributes(caption: str) -> dict:
     """The attributes a caption asks for: {"n_objects": 1, "shape": (s,), "colour": (c,), "size": z,
     "position": p} or {"n_objects": 2, "shape": (s_left, s_right), "colour": (c_left, c_right)} as indices
-    into SHAPES, COLOURS, SIZES, POSITIONS. A caption outside the two templates raises a ValueError."""
+    into SHAPES, COLOURS, SIZES, POSITIONS. A one-object caption may leave its size or its position unsaid
+    ("a red circle at the top left", "a small red circle", "a red circle": see ``partial_caption``); that
+    attribute is then None. A caption outside the two templates raises a ValueError."""
     tokenize(caption)  # unknown words and length: the same errors as everywhere
     words = " ".join(caption.lower().split())
     if m := _SINGLE.match(words):
         size, colour, shape, row, col = m.groups()
         if colour in COLOURS and shape in SHAPES:
             return dict(n_objects=1, shape=(SHAPES.index(shape),), colour=(COLOURS.index(colour),),
-                        size=SIZES.index(size), position=POSITIONS.index(f"{row} {col}"))
+                        size=None if size is None else SIZES.index(size),
+                        position=None if row is None else POSITIONS.index(f"{row} {col}"))
     if m := _PAIR.match(words):
         c1, s1, c2, s2 = m.groups()
         if {c1, c2} <= set(COLOURS) and {s1, s2} <= set(SHAPES):
             return dict(n_objects=2, shape=(SHAPES.index(s1), SHAPES.index(s2)),
                         colour=(COLOURS.index(c1), COLOURS.index(c2)))
-    raise ValueError(f"caption: {caption!r} is not 'a SIZE COLOUR SHAPE at the top|bottom left|right' nor "
+    raise ValueError(f"caption: {caption!r} is not 'a [SIZE] COLOUR SHAPE [at the top|bottom left|right]' nor "
                      "'a COLOUR SHAPE left of a COLOUR SHAPE'")
+
+
+def partial_caption(caption: str, size: bool = False, position: bool = False) -> str:
+    """A one-object caption with its size and/or its position left unsaid (``size`` / ``position``: keep
+    them): partial_caption("a small red circle at the top left") is "a red circle". Such a caption fits
+    scenes that differ in what it leaves out, which is what unCLIP's prior is for (notebook 05, section 5).
+    Two-object captions, which name neither, come back unchanged."""
+    a = caption_attributes(caption)
+    if a["n_objects"] == 2:
+        return " ".join(caption.lower().split())
+    words = ["a"] + ([SIZES[a["size"]]] if size and a["size"] is not None else [])
+    words += [COLOURS[a["colour"][0]], SHAPES[a["shape"][0]]]
+    if position and a["position"] is not None:
+        words += ["at", "the", POSITIONS[a["position"]]]
+    return " ".join(words)
 
 
 def novel_captions() -> list[str]:
@@ -241,7 +259,8 @@ def attribute_agreement(judge: ShapeJudge, images: torch.Tensor, captions) -> di
     """How well images match the captions they were made from, by ``judge``: a dict of (B,) bool tensors,
     one per attribute the captions ask for ("n_objects", "shape", "colour", and for one-object captions
     "size" and "position"; for two-object captions shape and colour must be right for both objects),
-    and "all", every asked-for attribute right. Attributes a caption does not have count as right."""
+    and "all", every asked-for attribute right. Attributes a caption does not have (or leaves unsaid) count as
+    right."""
     if isinstance(captions, str) or len(captions) != len(images):
         raise ValueError(f"captions must be a list of {len(images)} captions, one per image")
     asked = [caption_attributes(c) for c in captions]
@@ -252,8 +271,9 @@ def attribute_agreement(judge: ShapeJudge, images: torch.Tensor, captions) -> di
         out["n_objects"][i] = p["n_objects"][i] == k - 1
         out["shape"][i] = all(p[f"shape{j}"][i] == a["shape"][j] for j in range(k))
         out["colour"][i] = all(p[f"colour{j}"][i] == a["colour"][j] for j in range(k))
-        if k == 1:
+        if k == 1 and a["size"] is not None:
             out["size"][i] = p["size"][i] == a["size"]
+        if k == 1 and a["position"] is not None:
             out["position"][i] = p["position"][i] == a["position"]
     out["all"] = torch.stack(list(out.values())).all(0)
     return out

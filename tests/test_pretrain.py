@@ -217,3 +217,53 @@ def test_shipped_imagen_cascade_reads_the_caption_in_super_resolution():
     low = generate(base, glide_schedule(base_extra["config"]), caps[:40], w=3.0, n_steps=20, seed=6, shape=(3, 8, 8))
     agree = attribute_agreement(judge, upsample(low), caps[:40])
     assert agree["colour"].double().mean() >= 0.9 and agree["position"].double().mean() >= 0.9
+
+
+def test_partial_captions_in_training():
+    """``partial``: a one-object caption leaves its size and its position unsaid, each with that probability;
+    two-object captions stay whole; and ``partial`` = 0 draws nothing from the random stream (so the shipped
+    recipes are unchanged)."""
+    from course_utils.pretrain_t2i import _caption_forms, _pick_forms
+    captions = ["a small red circle at the top left", "a blue square left of a red cross",
+                "a large green cross at the bottom right"]
+    forms, index = _caption_forms(captions, 0.0)
+    assert forms == sorted(set(captions)) and [forms[k] for k in index[:, 0]] == captions
+    forms, index = _caption_forms(captions, 0.5)
+    assert [[forms[k] for k in row] for row in index.tolist()][0] == [
+        "a small red circle at the top left", "a small red circle", "a red circle at the top left", "a red circle"]
+    assert len({forms[k] for k in index[1].tolist()}) == 1
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    _pick_forms(index, torch.zeros(5, dtype=torch.long), 0.0)
+    assert torch.equal(torch.rand(1), before)
+    picked = _pick_forms(index, torch.zeros(40_000, dtype=torch.long), 0.5)
+    share = torch.bincount(picked, minlength=len(forms)).double()[index[0]] / 40_000
+    torch.testing.assert_close(share, torch.full((4,), 0.25, dtype=torch.float64), atol=0.01, rtol=0)
+    assert torch.equal(_pick_forms(index, torch.ones(10, dtype=torch.long), 0.9), index[1, :1].expand(10))
+
+
+def test_unclip_trains_on_another_clip_with_partial_captions(tmp_path):
+    """benchmarks/unclip_partial_captions.py's three stages, tiny: a CLIP trained on partial captions, then a
+    decoder and a prior that read *that* CLIP (``clip_path``), not the shipped one."""
+    from course_utils.pretrain_t2i import (
+        CLIP_CONFIG,
+        UNCLIP_DECODER_CONFIG,
+        UNCLIP_PRIOR_CONFIG,
+        train_clip,
+        train_unclip_decoder,
+        train_unclip_prior,
+    )
+    from course_utils.train import start_config
+    clip_path = str(tmp_path / "clip.pt")
+    train_clip(dict(CLIP_CONFIG, partial=0.5, n_train=300, batch=32), clip_path, progress=False, iters=2)
+    clip, _ = load_pretrained("clip_shapes", clip_path)
+    shipped, _ = load_pretrained("clip_shapes")
+    assert not torch.equal(clip.encode_text(["a red circle"]), shipped.encode_text(["a red circle"]))
+    small = dict(n_train=300, batch=16, clip_path=clip_path, partial=0.5)
+    train_unclip_decoder(start_config(dict(UNCLIP_DECODER_CONFIG, **small), 1), str(tmp_path / "d.pt"), False)
+    train_unclip_prior(start_config(dict(UNCLIP_PRIOR_CONFIG, **small), 1), str(tmp_path / "p.pt"), False)
+    _, extra = load_pretrained("unclip_prior", str(tmp_path / "p.pt"))
+    assert extra["config"]["clip_path"] == clip_path and extra["config"]["partial"] == 0.5
+    with pytest.raises(FileNotFoundError):
+        train_unclip_prior(start_config(dict(UNCLIP_PRIOR_CONFIG, **dict(small, clip_path=str(tmp_path / "no.pt"))), 1))

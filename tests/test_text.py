@@ -18,6 +18,7 @@ from course_utils.shapes import (
     caption_attributes,
     novel_captions,
     pair_captions,
+    partial_caption,
     shape_scenes,
     single_captions,
     tokenize,
@@ -48,8 +49,10 @@ def test_bad_captions_get_clear_errors():
         tokenize("<end>")                                                      # special tokens are not words
     with pytest.raises(ValueError, match="list of strings"):
         tokenize([1, 2])
-    with pytest.raises(ValueError, match="is not 'a SIZE COLOUR SHAPE"):
+    with pytest.raises(ValueError, match=r"is not 'a \[SIZE\] COLOUR SHAPE"):
         caption_attributes("a red circle at the top")
+    with pytest.raises(ValueError, match="is not"):
+        caption_attributes("a small red")
 
 
 def test_every_caption_parses_back_to_its_attributes():
@@ -149,6 +152,28 @@ def test_attribute_agreement_counts_each_asked_attribute():
     assert out["shape"].tolist() == [True, True, False, True, True]   # the pair's shapes: circle, square = 0, 1
     assert out["colour"].tolist() == [True, True, True, True, False]  # the oracle's right object is green
     assert out["n_objects"].tolist() == [True, True, True, False, False]
+    # a caption that leaves the size unsaid is not judged on it; one that leaves the position unsaid, not on that
+    out = attribute_agreement(Oracle(), torch.zeros(4, 3, 16, 16), ["a red circle", "a small red circle",
+                                                                   "a large red circle at the bottom left",
+                                                                   "a small red circle at the top left"])
+    assert out["all"].tolist() == [True, False, False, False]
+    assert out["size"].tolist() == [True, False, True, False]
+    assert out["position"].tolist() == [True, True, False, True]
+
+
+def test_partial_captions_leave_size_and_position_unsaid():
+    full = "a small red circle at the top left"
+    assert partial_caption(full) == "a red circle"
+    assert partial_caption(full, size=True) == "a small red circle"
+    assert partial_caption(full, position=True) == "a red circle at the top left"
+    assert partial_caption(full, size=True, position=True) == full
+    assert partial_caption("a red circle") == "a red circle"
+    assert partial_caption("a  Red circle left of a blue square") == "a red circle left of a blue square"
+    for c in single_captions():
+        a, b = caption_attributes(c), caption_attributes(partial_caption(c, position=True))
+        assert b == dict(a, size=None)
+        assert caption_attributes(partial_caption(c)) == dict(a, size=None, position=None)
+        tokenize(partial_caption(c))  # every word known
 
 
 # ------------------------------------------------------------------------------ CLIP

@@ -266,4 +266,5 @@ def test_unclip_trains_on_another_clip_with_partial_captions(tmp_path):
     _, extra = load_pretrained("unclip_prior", str(tmp_path / "p.pt"))
     assert extra["config"]["clip_path"] == clip_path and extra["config"]["partial"] == 0.5
     with pytest.raises(FileNotFoundError):
-        train_unclip_prior(start_config(dict(UNCLIP_PRIOR_CONFIG, **dict(small, clip_path=str(tmp_path / "no.pt"))), 1))
+        train_unclip_prior(start_config(dict(UNCLIP_PRIOR_CONFIG, **dict(small, clip_path=str(tmp_path / "no.pt"))), 1),
+                           str(tmp_path / "p2.pt"), False)  # a path of its own: never the shipped checkpoint

@@ -22,9 +22,10 @@ from course_utils.data import digits  # noqa: E402
 from course_utils.inpainting import inpaint, repaint_moves  # noqa: E402
 from course_utils.pretrain import load_pretrained, make_schedule  # noqa: E402
 
-# (steps, U, jump, seed); the last three go back up j steps at a time, as RePaint's paper does
+# (steps, U, jump, seed); the last three go back up j steps at a time, as RePaint's paper does, against the
+# same 100 steps and U one step at a time (the row before them)
 BUDGETS = [(50, 1, 1, 52), (25, 20, 1, 52), (20, 50, 1, 52), (40, 50, 1, 52), (40, 50, 1, 53), (100, 20, 1, 52),
-           (100, 50, 1, 52), (100, 50, 1, 53), (50, 10, 5, 52), (100, 10, 5, 52), (100, 10, 10, 52)]
+           (100, 50, 1, 52), (100, 50, 1, 53), (100, 10, 1, 52), (50, 10, 5, 52), (100, 10, 5, 52), (100, 10, 10, 52)]
 PATH = os.path.join(REPO_ROOT, "data", "results", "inpainting_budget.json")
 
 

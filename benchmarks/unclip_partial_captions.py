@@ -13,7 +13,7 @@ leave most of a picture unsaid. It trains, with the shipped recipes otherwise un
     and a diffusion prior over them,
 
 into build/unclip_partial/ (not shipped: data/ has no room for them; rerunning reuses what is there, --fresh
-retrains), then decodes the captions of 200 held-out one-object scenes, in full and cut to "a COLOUR SHAPE",
+retrains), then decodes the captions of 400 held-out one-object scenes, in full and cut to "a COLOUR SHAPE",
 from no embedding h(0, C), the caption's text embedding h(g(C), C), a prior sample h(prior, C) and the
 scene's own image embedding h(f(X), C), at w = 1 and 3, and writes the judge's verdicts and the geometry
 of the embeddings to data/results/unclip_partial.json, which notebook 05 reads.
@@ -46,7 +46,7 @@ from course_utils.unclip import decoder_cond, sample_prior  # noqa: E402
 PARTIAL = 0.5
 WORK = os.path.join(REPO_ROOT, "build", "unclip_partial")
 RESULT = os.path.join(REPO_ROOT, "data", "results", "unclip_partial.json")
-N, WEIGHTS = 200, (1.0, 3.0)
+N, WEIGHTS = 400, (1.0, 3.0)
 CONDITIONINGS = ("h(0, C)", "h(g(C), C)", "h(prior, C)", "h(f(X), C)")
 
 
@@ -76,8 +76,11 @@ def main(argv=None) -> int:
     schedule, prior_schedule = glide_schedule(decoder_extra["config"]), glide_schedule(prior_extra["config"])
 
     t0 = time.time()
-    x, full, _ = shape_scenes(N, "test", seed=14, pair_fraction=0.0)
+    x, full, attrs = shape_scenes(N, "test", seed=14, pair_fraction=0.0)
     short = [partial_caption(c) for c in full]
+    own_kind = attrs["size"] * len(POSITIONS) + attrs["position"]
+    names = sorted(set(short))
+    groups = [torch.tensor([i for i, c in enumerate(short) if c == u]) for u in names]
     with torch.no_grad():
         f = clip.encode_image(x)
         g = {"full": clip.encode_text(full), "short": clip.encode_text(short)}
@@ -85,6 +88,7 @@ def main(argv=None) -> int:
     same_full = torch.tensor([[a == b for b in full] for a in full]) & ~torch.eye(N, dtype=torch.bool)
     geometry = {"f(X).f(X'), same full caption": (f @ f.T)[same_full].mean().item(),
                 "f(X).f(X'), same short caption": (f @ f.T)[same].mean().item(),
+                "f(X).f(X'), same short caption, other size or position": (f @ f.T)[same & ~same_full].mean().item(),
                 "f(X).g(C), full caption": (f * g["full"]).sum(1).mean().item(),
                 "f(X).g(C), short caption": (f * g["short"]).sum(1).mean().item()}
     results = {}
@@ -97,16 +101,24 @@ def main(argv=None) -> int:
                 agree = attribute_agreement(judge, images, caps)
                 judged = judge.predict(images)
                 # what the short caption leaves free: how the judged (size, position) spread over the 8 kinds
-                kinds = torch.bincount(judged["size"] * len(POSITIONS) + judged["position"],
-                                       minlength=len(SIZES) * len(POSITIONS)).double() / N
+                kind = judged["size"] * len(POSITIONS) + judged["position"]
+                counts = [torch.bincount(kind[gi], minlength=len(SIZES) * len(POSITIONS)).double() for gi in groups]
+                # within each short caption: the share of its images in its most common (size, position) kind,
+                # and the entropy (bits) of the kinds drawn, averaged over the captions (weighted by their images)
+                mode_share = sum(c.max() for c in counts).item() / N
+                entropy = sum(-(c[c > 0] * (c[c > 0] / c.sum()).log2()).sum() for c in counts).item() / N
                 results[f"{form} | w={w:g} | {label}"] = dict(
                     all_right=agree["all"].double().mean().item(),
                     **{k: v.double().mean().item() for k, v in agree.items() if k != "all"},
-                    size_position_spread=kinds.tolist())
+                    size_position_spread=(torch.bincount(kind, minlength=8).double() / N).tolist(),
+                    mode_share_within_caption=mode_share, entropy_within_caption_bits=entropy,
+                    own_kind=(kind == own_kind).double().mean().item(),
+                    all_right_per_image=agree["all"].int().tolist())
                 print(form, w, label, f"all attributes right {results[f'{form} | w={w:g} | {label}']['all_right']:.3f}",
                       flush=True)
     with open(RESULT, "w") as fh:
         json.dump(dict(command="python benchmarks/unclip_partial_captions.py", n_scenes=N, partial=PARTIAL,
+                       short_captions={u: len(gi) for u, gi in zip(names, groups)},
                        torch_version=str(torch.__version__), evaluation_seconds=time.time() - t0,
                        training_minutes=dict(clip=clip_extra["seconds"] / 60, decoder=decoder_extra["seconds"] / 60,
                                              prior=prior_extra["seconds"] / 60),

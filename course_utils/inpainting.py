@@ -48,14 +48,15 @@ def _from_basis(x, basis):
 def repaint_moves(n_steps: int, resample: int = 1, jump: int = 1) -> list[tuple[int, int]]:
     """RePaint's walk over grid positions 0 (the noisiest index) .. n_steps (the clean image), as (from, to)
     moves: ``to = from + 1`` is a denoising step (one network evaluation), ``to = from - jump`` goes back up
-    through the forward process. Arriving at a position p that is a multiple of ``jump`` (0 < p < n_steps), the
-    walk goes back up ``jump`` positions and down again, ``resample - 1`` times, so every step is taken about
-    ``resample`` times; ``jump = 1`` resamples each step on its own (Lugmayr et al.'s j = 1, r = U).
-    The last step, to the clean image, is never repeated."""
+    through the forward process. The turning points are counted from the clean end, as in Lugmayr et al.'s
+    schedule: arriving at position n_steps - 1 - k * jump (k = 0, 1, ...; at least ``jump``, so the walk stays
+    on the grid), it goes back up ``jump`` positions and down again, ``resample - 1`` times. Every step is then
+    taken ``resample`` times, except the noisiest few before the first turning point and the last step, to the
+    clean image, which are taken once; ``jump = 1`` resamples each step on its own (the paper's j = 1, r = U)."""
     check_positive_int("n_steps", n_steps)
     check_positive_int("resample", resample)
     check_positive_int("jump", jump)
-    left = {p: resample - 1 for p in range(jump, n_steps, jump)}
+    left = {p: resample - 1 for p in range(n_steps - 1, jump - 1, -jump)}
     moves, p = [], 0
     while p < n_steps:
         moves.append((p, p + 1))

@@ -167,14 +167,14 @@ def test_inpainting_keeps_known_pixels_and_resampling_conditions_better():
         assert torch.equal(out[..., 0], x_known[..., 0])  # bit-identical
         errors[U] = abs(out[..., 1].double().mean().item() - 0.9 * 1.5)  # exact E[x_u | x_k = 1.5] = 1.35
     assert errors[10] < 0.1 and errors[1] > 3 * errors[10], errors
-    # RePaint's jumps: going back up 25 of the 100 steps mostly forgets what the resampling had harmonised
-    # (x_s keeps a factor sqrt(alpha_bar ratio) of itself), so the error drifts back towards replacement's
-    for U, jump in ((10, 5), (5, 25)):
-        out = inpaint(sched, eps, x_known, mask, n_steps=100, resample=U, jump=jump,
+    # RePaint's jumps, same U: on this one-mode Gaussian (nothing to re-decide) longer jumps only add error
+    # (100 steps: 0.04 one step at a time, 0.08 with jumps of 10, 0.24 with jumps of 25)
+    for jump in (10, 25):
+        out = inpaint(sched, eps, x_known, mask, n_steps=100, resample=10, jump=jump,
                       generator=torch.Generator().manual_seed(1))
         assert torch.equal(out[..., 0], x_known[..., 0])
-        errors[U, jump] = abs(out[..., 1].double().mean().item() - 0.9 * 1.5)
-    assert errors[10] < errors[10, 5] < errors[5, 25] and errors[5, 25] > 0.8 * errors[1], errors
+        errors[10, jump] = abs(out[..., 1].double().mean().item() - 0.9 * 1.5)
+    assert errors[10] < errors[10, 10] < errors[10, 25] and errors[10, 25] > 3 * errors[10], errors
 
 
 def test_repaint_moves_walk_the_grid():
@@ -184,10 +184,11 @@ def test_repaint_moves_walk_the_grid():
         assert all(b == a + 1 or b == a - jump >= 0 for a, b in moves)
         assert all(moves[k][1] == moves[k + 1][0] for k in range(len(moves) - 1))  # one connected walk
         down = [a for a, b in moves if b > a]
-        # the walk turns back at the multiples L of jump below n, so a step before the last such L is taken U
-        # times and the later ones (always the last step) once
-        last = (n - 1) // jump * jump
-        assert [down.count(p) for p in range(n)] == [U if p < last else 1 for p in range(n)], (n, U, jump)
+        # the walk turns back at n - 1, n - 1 - jump, ... (at least jump): every step from the first turn's
+        # start to the one before the last is taken U times; the noisiest ones before that, and the last, once
+        turns = list(range(n - 1, jump - 1, -jump))
+        first = turns[-1] - jump if turns else n - 1
+        assert [down.count(p) for p in range(n)] == [U if first <= p < n - 1 else 1 for p in range(n)], (n, U, jump)
         if jump == 1:
             assert len(down) == (n - 1) * U + 1
     with pytest.raises(ValueError, match="jump"):

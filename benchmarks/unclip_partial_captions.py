@@ -13,8 +13,8 @@ leave most of a picture unsaid. It trains, with the shipped recipes otherwise un
     and a diffusion prior over them,
 
 into build/unclip_partial/ (not shipped: data/ has no room for them; rerunning reuses what is there, --fresh
-retrains), then decodes the captions of 400 held-out one-object scenes, in full and cut to "a COLOUR SHAPE",
-from no embedding h(0, C), the caption's text embedding h(g(C), C), a prior sample h(prior, C) and the
+retrains), then decodes the captions of 400 fresh one-object scenes of the test split, in full and cut to
+"a COLOUR SHAPE", from no embedding h(0, C), the caption's text embedding h(g(C), C), a prior sample h(prior, C) and the
 scene's own image embedding h(f(X), C), at w = 1 and 3, and writes the judge's verdicts and the geometry
 of the embeddings to data/results/unclip_partial.json, which notebook 05 reads.
 """

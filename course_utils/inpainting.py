@@ -10,6 +10,11 @@ have under the model, and the network fills in the rest around it. Replacement a
 back up one step (x_i ~ q(x_i | x_s), fresh noise) and repeats it U times, letting both parts agree;
 ``jump = j`` goes back up j steps at a time (RePaint's jump length), which gives the noisier levels, where the
 digit's identity is decided, a chance to change their mind.
+
+``inpaint_smc`` is a particle filter instead (SMCDiff, Trippe et al. 2023): the known part follows one
+trajectory of the forward process, K particles propose the unknown part by the model's reverse step, and each
+is weighted by the model's reverse density of the known part's next value, then resampled. As K grows it
+samples the model's own conditional, which no amount of RePaint's resampling promises.
 """
 from __future__ import annotations
 
@@ -20,9 +25,9 @@ import torch
 from ._checks import check_generator, check_positive_int
 from .ddpm import _ab, _check_schedule, _check_timesteps, _check_x, _eps
 from .schedules import DiscreteSchedule
-from .tensors import randn
+from .tensors import rand, randn
 
-__all__ = ["inpaint", "grey_basis", "repaint_moves"]
+__all__ = ["inpaint", "inpaint_smc", "grey_basis", "repaint_moves"]
 
 
 def grey_basis(channels: int = 3, dtype=torch.float64) -> torch.Tensor:
@@ -43,6 +48,26 @@ def _to_basis(x, basis):
 
 def _from_basis(x, basis):
     return x if basis is None else torch.einsum("dc,bd...->bc...", basis.to(x), x)
+
+
+def _check_mask(x_known, mask, basis):
+    """``mask`` as a boolean tensor of x_known's shape (1 = known) and ``basis`` as a float64 orthogonal matrix."""
+    mask = torch.as_tensor(mask, device=x_known.device)
+    try:
+        keep = torch.broadcast_to(mask, x_known.shape)
+    except RuntimeError as err:
+        raise ValueError(f"mask must broadcast to x_known's shape {tuple(x_known.shape)}, got {tuple(mask.shape)}") \
+            from err
+    if keep.dtype != torch.bool:
+        if not ((keep == 0) | (keep == 1)).all():
+            raise ValueError("mask must hold only 0 and 1 (1 = known)")
+        keep = keep.bool()
+    if basis is not None:
+        basis = torch.as_tensor(basis, dtype=torch.float64)
+        C = x_known.shape[1]
+        if basis.shape != (C, C) or not torch.allclose(basis @ basis.T, torch.eye(C, dtype=torch.float64), atol=1e-6):
+            raise ValueError(f"basis must be an orthogonal ({C}, {C}) matrix (basis @ basis.T = I)")
+    return keep, basis
 
 
 def repaint_moves(n_steps: int, resample: int = 1, jump: int = 1) -> list[tuple[int, int]]:
@@ -90,22 +115,7 @@ def inpaint(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, mask: 
     check_positive_int("jump", jump)
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and 0 <= eta <= 1):
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-    mask = torch.as_tensor(mask, device=x_known.device)
-    try:
-        keep = torch.broadcast_to(mask, x_known.shape).to(torch.bool) if mask.dtype == torch.bool else \
-            torch.broadcast_to(mask, x_known.shape)
-    except RuntimeError as err:
-        raise ValueError(f"mask must broadcast to x_known's shape {tuple(x_known.shape)}, got {tuple(mask.shape)}") \
-            from err
-    if keep.dtype != torch.bool:
-        if not ((keep == 0) | (keep == 1)).all():
-            raise ValueError("mask must hold only 0 and 1 (1 = known)")
-        keep = keep.bool()
-    if basis is not None:
-        basis = torch.as_tensor(basis, dtype=torch.float64)
-        C = x_known.shape[1]
-        if basis.shape != (C, C) or not torch.allclose(basis @ basis.T, torch.eye(C, dtype=torch.float64), atol=1e-6):
-            raise ValueError(f"basis must be an orthogonal ({C}, {C}) matrix (basis @ basis.T = I)")
+    keep, basis = _check_mask(x_known, mask, basis)
     steps = _check_timesteps(schedule, timesteps, n_steps)
     y = _to_basis(x_known, basis)  # the known values, in the coordinates the mask speaks of
 
@@ -137,4 +147,83 @@ def inpaint(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, mask: 
         x = merge(x_s, ab_s)
     if basis is None:
         x = torch.where(keep, x_known, x)  # exactly the given pixels
+    return x
+
+
+def _systematic(w: torch.Tensor, generator) -> torch.Tensor:
+    """Systematic resampling: for weights w (B, K) summing to 1 per row, K indices per row whose counts are
+    K w rounded up or down (one uniform number per row)."""
+    B, K = w.shape
+    u = (rand((B, 1), like=w, generator=generator) + torch.arange(K, dtype=w.dtype, device=w.device)) / K
+    return torch.searchsorted(w.cumsum(1), u).clamp_(max=K - 1)
+
+
+@torch.no_grad()
+def inpaint_smc(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, mask: torch.Tensor, *, particles: int,
+                timesteps=None, n_steps: int | None = None, basis: torch.Tensor | None = None,
+                ess_threshold: float = 0.5, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+    """Inpainting by sequential Monte Carlo over DDPM's reverse chain (SMCDiff): ``particles`` = K per image.
+
+    The known part y takes one path y_N, ..., y_1 of the forward process (drawn clean end first, each level
+    from the one before). Each particle's unknown part is proposed by the model's ancestral step
+    p(x_s | x_i) (eta = 1) and the particle is weighted by the same step's Gaussian density of the known part's
+    next value, N(y_s; mu_known(x_i), sigma_i^2 I). Weights accumulate and the particles are resampled
+    (systematic) whenever the effective sample size 1 / sum w^2 falls below ``ess_threshold`` x K (in (0, 1]; 1:
+nearly every step, which lets the particles' ancestry collapse by chance); one particle per image is
+    drawn by its weight at the end. The last step, to the clean image, is deterministic and is not weighted.
+    K = 1 is replacement along one forward trajectory; as K grows the output approaches a sample of the model's
+    own p(unknown | known). Arguments as ``inpaint``; about N_steps x K network evaluations per image, in
+    batches of B x K. ``callback(dict(i, t, ess, resampled))`` after every weighted step (ess: (B,), before
+    resampling)."""
+    _check_schedule(schedule)
+    _check_x("x_known", x_known)
+    check_generator("generator", generator)
+    check_positive_int("particles", particles)
+    if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or not 0 < ess_threshold <= 1:
+        raise ValueError(f"ess_threshold must be a number in (0, 1], got {ess_threshold!r}")
+    keep, basis = _check_mask(x_known, mask, basis)
+    steps = _check_timesteps(schedule, timesteps, n_steps)
+    B, K = x_known.shape[0], particles
+    y = _to_basis(x_known, basis)
+    path, prev, ab_prev = {-1: y}, y, 1.0  # the known part's forward trajectory, clean end first
+    for i in reversed(steps):
+        r = _ab(schedule, i) / ab_prev
+        prev = math.sqrt(r) * prev + math.sqrt(1 - r) * randn(y.shape, like=y, generator=generator)
+        path[i], ab_prev = prev, _ab(schedule, i)
+
+    def rep(t):  # (B, ...) -> (B K, ...), each image's K particles side by side
+        return t.repeat_interleave(K, 0)
+
+    kk = rep(keep)
+    x = randn((B * K,) + tuple(x_known.shape[1:]), like=x_known, generator=generator)
+    x = _from_basis(torch.where(kk, rep(path[steps[0]]), _to_basis(x, basis)), basis)
+    logw = torch.zeros(B, K, dtype=torch.float64, device=x_known.device)
+    levels = list(steps) + [-1]
+    for i, s in zip(levels[:-1], levels[1:]):
+        ab, ab_s = _ab(schedule, i), _ab(schedule, s)
+        eps, t = _eps(eps_model, schedule, x, i)
+        x0_hat = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        sigma = math.sqrt((1 - ab_s) / (1 - ab)) * math.sqrt(1 - ab / ab_s)
+        mu = _to_basis(math.sqrt(ab_s) * x0_hat + math.sqrt(max(1 - ab_s - sigma ** 2, 0.0)) * eps, basis)
+        y_s = rep(path[s])
+        if sigma > 0:
+            d = torch.where(kk, y_s - mu, torch.zeros_like(mu)).double()
+            logw = logw - d.pow(2).flatten(1).sum(1).view(B, K) / (2 * sigma ** 2)
+            w = torch.softmax(logw, 1)
+            ess = 1 / w.pow(2).sum(1)
+            low = ess < ess_threshold * K
+            if callback is not None:
+                callback(dict(i=i, t=float(t[0]), ess=ess, resampled=low))
+            if low.any():
+                idx = torch.where(low[:, None], _systematic(w, generator),
+                                  torch.arange(K, device=w.device).expand(B, K))
+                mu = mu[(idx + K * torch.arange(B, device=w.device)[:, None]).flatten()]
+                logw = torch.where(low[:, None], torch.zeros_like(logw), logw)
+            mu = mu + sigma * randn(mu.shape, like=mu, generator=generator)
+        x = _from_basis(torch.where(kk, y_s, mu), basis)
+    w = torch.softmax(logw, 1)
+    pick = torch.searchsorted(w.cumsum(1), rand((B, 1), like=w, generator=generator))[:, 0].clamp_(max=K - 1)
+    x = x[pick + K * torch.arange(B, device=x.device)]
+    if basis is None:
+        x = torch.where(keep, x_known, x)
     return x

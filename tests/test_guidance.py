@@ -8,7 +8,7 @@ import torch
 
 from course_utils.data import GaussianMixture
 from course_utils.guidance import classifier_free_guidance, classifier_guidance, guided_score
-from course_utils.inpainting import grey_basis, inpaint, repaint_moves
+from course_utils.inpainting import grey_basis, inpaint, inpaint_smc, repaint_moves
 from course_utils.nets import UNet
 from course_utils.samplers import annealed_langevin, geometric_sigmas, langevin
 from course_utils.schedules import DiscreteSchedule, linear_betas
@@ -175,6 +175,75 @@ def test_inpainting_keeps_known_pixels_and_resampling_conditions_better():
         assert torch.equal(out[..., 0], x_known[..., 0])
         errors[10, jump] = abs(out[..., 1].double().mean().item() - 0.9 * 1.5)
     assert errors[10] < errors[10, 10] < errors[10, 25] and errors[10, 25] > 3 * errors[10], errors
+
+
+def _mixture_eps_model(schedule, means, covs, weights):
+    """The exact noise predictor for x0 ~ sum_k weights_k N(means_k, covs_k) on images of shape (B, 1, 1, D): at
+    noise level alpha_bar the data are the mixture with means sqrt(ab) m_k and covariances ab S_k + (1 - ab) I
+    (``GaussianMixture.noised``, written out here for speed), and eps = -sqrt(1 - ab) score."""
+    means, covs, log_pi = means.double(), covs.double(), weights.double().log()
+
+    def eps(x, t):
+        ab = float(schedule.alpha(t[:1].double()) ** 2)
+        z = x.reshape(x.shape[0], -1).double()
+        a = ab * covs + (1 - ab) * torch.eye(covs.shape[-1], dtype=torch.float64)
+        d = z[:, None, :] - math.sqrt(ab) * means
+        sol = torch.einsum("mij,bmj->bmi", torch.linalg.inv(a), d)  # a_k^-1 (x - mean_k), (B, M, D)
+        r = torch.softmax(log_pi - 0.5 * (d * sol).sum(-1) - 0.5 * torch.logdet(a), 1)
+        return (math.sqrt(1 - ab) * (r[..., None] * sol).sum(1)).reshape(x.shape).to(x.dtype)
+    return eps
+
+
+def test_smc_inpainting_weighs_the_modes_that_resampling_does_not():
+    # two modes, (1, 2) and (-1, -2), of variances 0.5 (known coordinate) and 0.1; knowing x_k = 0.3, the exact
+    # conditional puts 1 / (1 + e^-1.2) = 0.769 on the upper mode. Measured with 10,000 draws (standard error
+    # 0.004): replacement 0.55, RePaint U = 10 0.61; the particle filter 0.54 (K = 1), 0.71, 0.76, 0.77 (K = 64)
+    sched = DiscreteSchedule(linear_betas(100, 1e-3, 0.2))
+    means, covs = torch.tensor([[1.0, 2.0], [-1.0, -2.0]]), torch.diag(torch.tensor([0.5, 0.1])).expand(2, 2, 2)
+    eps = _mixture_eps_model(sched, means, covs, torch.tensor([0.5, 0.5]))
+    z, a = torch.randn(5, 2, dtype=torch.float64), float(sched.alpha(torch.tensor([0.3], dtype=torch.float64)))
+    torch.testing.assert_close(eps(z.view(5, 1, 1, 2), torch.full((5,), 0.3)).view(5, 2).double(),  # the library's
+                               -math.sqrt(1 - a * a) * GaussianMixture(means, covs, [0.5, 0.5]).noised(  # exact score
+                                   a, math.sqrt(1 - a * a)).score(z).double(), rtol=1e-4, atol=1e-4)
+    exact = 1 / (1 + math.exp(-1.2))
+    x_known = torch.full((10_000, 1, 1, 2), 0.3)
+    mask = torch.tensor([1.0, 0.0]).reshape(1, 1, 1, 2)
+    upper = {}
+    for K in (1, 16):
+        out = inpaint_smc(sched, eps, x_known, mask, n_steps=100, particles=K,
+                          generator=torch.Generator().manual_seed(1))
+        assert torch.equal(out[..., 0], x_known[..., 0])
+        upper[K] = (out[..., 1] > 0).double().mean().item()
+    out = inpaint(sched, eps, x_known, mask, n_steps=100, resample=10, generator=torch.Generator().manual_seed(1))
+    upper["RePaint"] = (out[..., 1] > 0).double().mean().item()
+    assert abs(upper[16] - exact) < 0.025, upper
+    assert upper[1] < exact - 0.15 and upper["RePaint"] < exact - 0.1, upper
+    with pytest.raises(ValueError, match="particles"):
+        inpaint_smc(sched, eps, x_known, mask, n_steps=10, particles=0)
+    with pytest.raises(ValueError, match="ess_threshold"):
+        inpaint_smc(sched, eps, x_known, mask, n_steps=10, particles=2, ess_threshold=0)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        inpaint_smc(sched, eps, x_known, mask * 0.5, n_steps=10, particles=2)
+
+
+def test_smc_inpainting_on_a_gaussian_and_in_a_colour_basis():
+    # one mode: the conditional mean E[x_u | x_k = 1.5] = 1.35 (error 0.014 with K = 16; replacement's 0.43)
+    cov = torch.tensor([[1.0, 0.9], [0.9, 1.0]], dtype=torch.float64)
+    sched = DiscreteSchedule(linear_betas(100, 1e-3, 0.2))
+    x_known = torch.zeros(10_000, 1, 1, 2)
+    x_known[..., 0] = 1.5
+    out = inpaint_smc(sched, _gaussian_eps_model(sched, cov), x_known, torch.tensor([1.0, 0.0]).reshape(1, 1, 1, 2),
+                      n_steps=100, particles=16, generator=torch.Generator().manual_seed(1))
+    assert abs(out[..., 1].double().mean().item() - 1.35) < 0.04
+    q = grey_basis(3)  # colorization: the grey level is kept, the colours redrawn
+    x_rgb = torch.rand(6, 3, 4, 4) * 2 - 1
+    seen = []
+    out = inpaint_smc(sched, lambda x, t: torch.zeros_like(x), x_rgb, torch.tensor([1.0, 0.0, 0.0]).reshape(1, 3, 1, 1),
+                      n_steps=10, particles=3, basis=q, generator=torch.Generator().manual_seed(0),
+                      callback=lambda d: seen.append(d["ess"]))
+    torch.testing.assert_close(out.mean(1), x_rgb.mean(1), rtol=0, atol=3e-5)  # float32 rounding, basis and back
+    assert (out - x_rgb).abs().max() > 0.1 and len(seen) == 9  # 10 steps, the last one not weighted
+    assert all(((e >= 1 - 1e-9) & (e <= 3 + 1e-9)).all() for e in seen)  # 1 <= ESS <= K
 
 
 def test_repaint_moves_walk_the_grid():

@@ -14,7 +14,8 @@ digit's identity is decided, a chance to change their mind.
 ``inpaint_smc`` is a particle filter instead (SMCDiff, Trippe et al. 2023): the known part follows one
 trajectory of the forward process, K particles propose the unknown part by the model's reverse step, and each
 is weighted by the model's reverse density of the known part's next value, then resampled. As K grows it
-samples the model's own conditional, which no amount of RePaint's resampling promises.
+becomes exact for a model whose chain is the exact reverse of the forward process (SMCDiff's assumption), which
+no amount of RePaint's resampling promises.
 """
 from __future__ import annotations
 
@@ -171,8 +172,9 @@ def inpaint_smc(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, ma
     (systematic) whenever the effective sample size 1 / sum w^2 falls below ``ess_threshold`` x K (in (0, 1]; 1:
 nearly every step, which lets the particles' ancestry collapse by chance); one particle per image is
     drawn by its weight at the end. The last step, to the clean image, is deterministic and is not weighted.
-    K = 1 is replacement along one forward trajectory; as K grows the output approaches a sample of the model's
-    own p(unknown | known). Arguments as ``inpaint``; about N_steps x K network evaluations per image, in
+    K = 1 is replacement along one forward trajectory; as K grows the output approaches a sample of
+    p_model(unknown | the known part's path), which is p(unknown | known) when the model's chain is the exact
+    reverse of the forward process. Arguments as ``inpaint``; about N_steps x K network evaluations per image, in
     batches of B x K. ``callback(dict(i, t, ess, resampled))`` after every weighted step (ess: (B,), before
     resampling)."""
     _check_schedule(schedule)

@@ -7,6 +7,7 @@
     python -m course_utils.pretrain ddpm_digits        # chapter 3's DDPM U-Net on 8x8 digits (about 25 min)
     python -m course_utils.pretrain cfg_digits         # chapter 4's class-conditional U-Net (labels dropped 20%)
     python -m course_utils.pretrain noisy_digit_classifier  # chapter 4's p(y | x_t, t) for classifier guidance
+    python -m course_utils.pretrain top_half_classifier  # chapter 4's p(y | top half), inpainting's reference
     python -m course_utils.pretrain ncsn_digits        # chapter 4's NCSN (ten noise levels, DSM)
     python -m course_utils.pretrain tinted_digits      # chapter 4's colour DDPM for colorization
     python -m course_utils.pretrain lowres_digits      # chapter 4's cascade: 4x4 base model
@@ -46,6 +47,7 @@ from .train import EMA, load_checkpoint, save_checkpoint, start_config, train, w
 
 __all__ = ["CNF_GMM_CONFIG", "CNF_GMM_HUTCHINSON_CONFIG", "make_cnf", "pretrain_cnf_gmm", "pretrain_cnf_gmm_hutchinson",
            "DIGIT_CLASSIFIER_CONFIG", "make_digit_classifier", "pretrain_digit_classifier",
+           "TOP_HALF_CLASSIFIER_CONFIG", "top_half", "pretrain_top_half_classifier",
            "DDPM_DIGITS_CONFIG", "make_unet", "make_schedule", "pretrain_ddpm_digits",
            "load_pretrained", "check_trained_schedule", "checkpoint_path", "CFG_DIGITS_CONFIG", "pretrain_cfg_digits",
            "NOISY_CLASSIFIER_CONFIG", "make_time_classifier", "noisy_accuracy", "pretrain_noisy_digit_classifier",
@@ -141,6 +143,42 @@ def pretrain_digit_classifier(path: str | None = None, iters: int | None = None,
     with torch.no_grad():
         accuracy = (model(x_test).argmax(1) == y_test).double().mean().item()
     path = path or checkpoint_path("digit_classifier")
+    save_checkpoint(path, model, step=config["steps"], config=config, losses=out["losses"][::10],
+                    seconds=out["seconds"], held_out_accuracy=accuracy, torch_version=str(torch.__version__))
+    return {"path": path, "seconds": out["seconds"], "final_loss": out["losses"][-1], "held_out_accuracy": accuracy}
+
+
+# Chapter 4, section 8: p(y | the top half of the digit), the inpainting samplers' posterior reference. Chapter 3's
+# architecture on digits whose bottom rows are set to the background, as the notebook first trained it in place.
+TOP_HALF_CLASSIFIER_CONFIG = dict(width=32, feature_dim=128, dropout=0.2, steps=1500, batch=128, lr=2e-3,
+                                  known_rows=4, seed=50)
+
+
+def top_half(x: torch.Tensor, known_rows: int = 4) -> torch.Tensor:
+    """The digits with every row below the first ``known_rows`` set to the background value -1."""
+    out = x.clone()
+    out[..., known_rows:, :] = -1.0
+    return out
+
+
+def pretrain_top_half_classifier(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Train chapter 3's classifier on the top halves of the training digits (Adam, constant step) and record its
+    held-out accuracy on top halves."""
+    config = start_config(TOP_HALF_CLASSIFIER_CONFIG, iters)
+    x_train, y_train = digits("train")
+    model = make_digit_classifier(config)
+    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+
+    def loss_fn(step):
+        idx = torch.randint(0, len(x_train), (config["batch"],))
+        return torch.nn.functional.cross_entropy(model(top_half(x_train[idx], config["known_rows"])), y_train[idx])
+
+    out = train(model, loss_fn, opt, config["steps"], progress=progress, desc="classifier on top halves")
+    model.eval()
+    x_test, y_test = digits("test")
+    with torch.no_grad():
+        accuracy = (model(top_half(x_test, config["known_rows"])).argmax(1) == y_test).double().mean().item()
+    path = path or checkpoint_path("top_half_classifier")
     save_checkpoint(path, model, step=config["steps"], config=config, losses=out["losses"][::10],
                     seconds=out["seconds"], held_out_accuracy=accuracy, torch_version=str(torch.__version__))
     return {"path": path, "seconds": out["seconds"], "final_loss": out["losses"][-1], "held_out_accuracy": accuracy}
@@ -372,6 +410,7 @@ _BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm), "cnf_gmm_hutchinson": (mak
              "digit_classifier": (make_digit_classifier, pretrain_digit_classifier),
              "ddpm_digits": (make_unet, pretrain_ddpm_digits), "cfg_digits": (make_unet, pretrain_cfg_digits),
              "noisy_digit_classifier": (make_time_classifier, pretrain_noisy_digit_classifier),
+             "top_half_classifier": (make_digit_classifier, pretrain_top_half_classifier),
              "ncsn_digits": (make_ncsn, pretrain_ncsn_digits), "tinted_digits": (make_unet, pretrain_tinted_digits),
              "lowres_digits": (make_unet, pretrain_lowres_digits), "sr_digits": (make_unet, pretrain_sr_digits),
              "sr_aug_digits": (make_unet, pretrain_sr_aug_digits), **_T2I_BUILDERS}

@@ -9,7 +9,7 @@ from course_utils.pretrain import checkpoint_path, load_pretrained
 
 @pytest.mark.parametrize("name", ["cnf_gmm", "digit_classifier", "ddpm_digits", "cfg_digits", "noisy_digit_classifier",
                                   "ncsn_digits", "tinted_digits", "lowres_digits", "sr_aug_digits", "shape_judge",
-                                  "glide_pooled", "shape_autoencoder"])
+                                  "glide_pooled", "shape_autoencoder", "top_half_classifier"])
 def test_pretrain_is_deterministic(tmp_path, name):
     from course_utils.pretrain import _BUILDERS
     paths = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
@@ -74,6 +74,21 @@ def test_shipped_digit_classifier_is_accurate_on_held_out_digits():
     assert accuracy >= 0.97, accuracy
     assert abs(accuracy - extra["held_out_accuracy"]) < 1e-9  # the recorded figure is this one
     assert os.path.getsize(checkpoint_path("digit_classifier")) < 1_000_000
+
+
+def test_shipped_top_half_classifier_sees_only_the_top_half():
+    """Chapter 4's inpainting reference: its recorded held-out accuracy is this one, and its inputs are the digits
+    with the bottom four rows set to the background."""
+    from course_utils.data import digits
+    from course_utils.pretrain import top_half
+    model, extra = load_pretrained("top_half_classifier")
+    x, y = digits("test")
+    cut = top_half(x, extra["config"]["known_rows"])
+    assert torch.equal(cut[..., :4, :], x[..., :4, :]) and (cut[..., 4:, :] == -1).all() and (x[..., 4:, :] > -1).any()
+    with torch.no_grad():
+        accuracy = (model(cut).argmax(1) == y).double().mean().item()
+    assert abs(accuracy - extra["held_out_accuracy"]) < 1e-9 and 0.85 < accuracy < 0.97, accuracy
+    assert os.path.getsize(checkpoint_path("top_half_classifier")) < 1_000_000
 
 
 def test_shipped_ddpm_digits_samples_digits():

@@ -223,17 +223,28 @@ def grey_basis_solution():
     return (q * torch.sign(q[0, 0])).T
 
 
+def systematic_resample(w, u):
+    K = len(w)
+    return torch.searchsorted(torch.cumsum(w, 0), (u + torch.arange(K, dtype=w.dtype)) / K).clamp(max=K - 1)
+
+
 def test_chapter4_checkers(capsys):
     assert ex.check_langevin_step(langevin_step)
     assert ex.check_class_posterior_grad(class_posterior_grad)
     assert ex.check_ncsn_loss(ncsn_loss)
     assert ex.check_grey_basis(grey_basis_solution)
+    assert ex.check_systematic_resample(systematic_resample)
     assert not ex.check_langevin_step(lambda x, s, h, tau, z: x + h * s(x) + math.sqrt(2 * tau * h) * z)  # other form
     assert not ex.check_class_posterior_grad(lambda m, x, y: m.score(x))  # the mixture's score, not the class's
     assert not ex.check_ncsn_loss(lambda f, x0, s, e: (f(x0 + s[:, None] * e, s) + e / s[:, None]).pow(2).sum(1).mean())
     assert not ex.check_grey_basis(lambda: torch.eye(3))  # orthogonal, but no grey direction
+    assert not ex.check_systematic_resample(  # K independent draws: right on average, not the systematic indices
+        lambda w, u: torch.multinomial(w, len(w), replacement=True, generator=torch.Generator().manual_seed(0)))
+    assert not ex.check_systematic_resample(  # the points u + k / K: u not divided by K, they run past 1
+        lambda w, u: torch.searchsorted(torch.cumsum(w, 0), u + torch.arange(len(w), dtype=w.dtype) / len(w)).clamp(
+            max=len(w) - 1))
     out = capsys.readouterr().out
-    assert out.count("✓") == 4 and out.count("✗") == 4
+    assert out.count("✓") == 5 and out.count("✗") == 6
 
 
 def test_chapter5_checkers(capsys):

@@ -7,7 +7,8 @@ import torch
 
 from ._common import _checker, _close, _Wrong
 
-__all__ = ["check_langevin_step", "check_class_posterior_grad", "check_ncsn_loss", "check_grey_basis"]
+__all__ = ["check_langevin_step", "check_class_posterior_grad", "check_ncsn_loss", "check_grey_basis",
+           "check_systematic_resample"]
 
 
 @_checker
@@ -76,3 +77,31 @@ def check_grey_basis(grey_basis):
            atol=1e-8)
     _close(m @ m.T, torch.eye(3, dtype=torch.float64), "basis @ basis.T", atol=1e-8)
     return "orthogonal: N(0, I) noise is N(0, I) in the new coordinates too, so the model's noise is unchanged."
+
+
+@_checker
+def check_systematic_resample(systematic_resample):
+    """Exercise 4.5: ``systematic_resample(w, u)`` -> the K indices chosen by the evenly spaced points
+    (u + k) / K, k = 0, ..., K - 1, on the cumulative sum of the normalised weights ``w`` (K,): for each point,
+    the first index whose cumulative weight reaches it."""
+    g = torch.Generator().manual_seed(3)
+    cases = [(torch.tensor([0.0, 0.5, 0.0, 0.5], dtype=torch.float64), 0.3)]
+    for K in (4, 7, 40):
+        w = torch.rand(K, generator=g, dtype=torch.float64) ** 3
+        cases += [(w / w.sum(), u) for u in (0.013, 0.5, 0.987)]
+    for w, u in cases:
+        K, cum = len(w), torch.cumsum(w, 0).tolist()
+        want = []
+        for k in range(K):  # walk along the cumulative sum: the slow, obvious way
+            point, j = (u + k) / K, 0
+            while j < K - 1 and cum[j] < point:
+                j += 1
+            want.append(j)
+        got = torch.as_tensor(systematic_resample(w, u))
+        if got.shape != (K,) or got.dtype not in (torch.int64, torch.int32):
+            raise _Wrong(f"expected {K} integer indices, got shape {tuple(got.shape)} and dtype {got.dtype}")
+        if got.tolist() != want:
+            raise _Wrong(f"weights {[round(v, 3) for v in w.tolist()[:6]]}{'...' if K > 6 else ''}, u = {u}: "
+                         f"expected indices {want[:10]}, got {got.tolist()[:10]}")
+    return ("every particle is copied K w rounded down or up: one uniform number, far less noise than K independent "
+            "draws (section 8's filter resamples this way).")

@@ -170,7 +170,7 @@ def inpaint_smc(schedule: DiscreteSchedule, eps_model, x_known: torch.Tensor, ma
     p(x_s | x_i) (eta = 1) and the particle is weighted by the same step's Gaussian density of the known part's
     next value, N(y_s; mu_known(x_i), sigma_i^2 I). Weights accumulate and the particles are resampled
     (systematic) whenever the effective sample size 1 / sum w^2 falls below ``ess_threshold`` x K (in (0, 1]; 1:
-nearly every step, which lets the particles' ancestry collapse by chance); one particle per image is
+    nearly every step, which lets the particles' ancestry collapse by chance); one particle per image is
     drawn by its weight at the end. The last step, to the clean image, is deterministic and is not weighted.
     K = 1 is replacement along one forward trajectory; as K grows the output approaches a sample of
     p_model(unknown | the known part's path), which is p(unknown | known) when the model's chain is the exact

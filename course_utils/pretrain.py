@@ -123,29 +123,36 @@ def _random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[torch.arange(B)[:, None, None], 0, rows, cols][:, None]
 
 
-def pretrain_digit_classifier(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
-    """Train the digits classifier on the training split (random 1-pixel shifts, Adam, cosine decay)
-    and record its held-out accuracy."""
-    config = start_config(DIGIT_CLASSIFIER_CONFIG, iters)
+def _pretrain_classifier(default: dict, name: str, path, iters, progress, inputs, cosine: bool) -> dict:
+    """Train chapter 3's classifier on ``inputs(digits, config)`` of the training split (Adam, with cosine decay
+    when ``cosine``), record its held-out accuracy on ``inputs(test digits)`` and save it as ``name``."""
+    config = start_config(default, iters)
     x_train, y_train = digits("train")
     model = make_digit_classifier(config)
     opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config["steps"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config["steps"]) if cosine else None
 
     def loss_fn(step):
         idx = torch.randint(0, len(x_train), (config["batch"],))
-        logits = model(_random_shift(x_train[idx], config["shift"]))
-        return torch.nn.functional.cross_entropy(logits, y_train[idx])
+        return torch.nn.functional.cross_entropy(model(inputs(x_train[idx], config, True)), y_train[idx])
 
-    out = train(model, loss_fn, opt, config["steps"], scheduler=sched, progress=progress, desc="digit classifier")
+    out = train(model, loss_fn, opt, config["steps"], scheduler=sched, progress=progress,
+                desc=name.replace("_", " "))
     model.eval()
     x_test, y_test = digits("test")
     with torch.no_grad():
-        accuracy = (model(x_test).argmax(1) == y_test).double().mean().item()
-    path = path or checkpoint_path("digit_classifier")
+        accuracy = (model(inputs(x_test, config, False)).argmax(1) == y_test).double().mean().item()
+    path = path or checkpoint_path(name)
     save_checkpoint(path, model, step=config["steps"], config=config, losses=out["losses"][::10],
                     seconds=out["seconds"], held_out_accuracy=accuracy, torch_version=str(torch.__version__))
     return {"path": path, "seconds": out["seconds"], "final_loss": out["losses"][-1], "held_out_accuracy": accuracy}
+
+
+def pretrain_digit_classifier(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
+    """Train the digits classifier on the training split (random 1-pixel shifts, Adam, cosine decay)
+    and record its held-out accuracy."""
+    return _pretrain_classifier(DIGIT_CLASSIFIER_CONFIG, "digit_classifier", path, iters, progress, cosine=True,
+                                inputs=lambda x, c, training: _random_shift(x, c["shift"]) if training else x)
 
 
 # Chapter 4, section 8: p(y | the top half of the digit), the inpainting samplers' posterior reference. Chapter 3's
@@ -164,24 +171,8 @@ def top_half(x: torch.Tensor, known_rows: int = 4) -> torch.Tensor:
 def pretrain_top_half_classifier(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
     """Train chapter 3's classifier on the top halves of the training digits (Adam, constant step) and record its
     held-out accuracy on top halves."""
-    config = start_config(TOP_HALF_CLASSIFIER_CONFIG, iters)
-    x_train, y_train = digits("train")
-    model = make_digit_classifier(config)
-    opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
-
-    def loss_fn(step):
-        idx = torch.randint(0, len(x_train), (config["batch"],))
-        return torch.nn.functional.cross_entropy(model(top_half(x_train[idx], config["known_rows"])), y_train[idx])
-
-    out = train(model, loss_fn, opt, config["steps"], progress=progress, desc="classifier on top halves")
-    model.eval()
-    x_test, y_test = digits("test")
-    with torch.no_grad():
-        accuracy = (model(top_half(x_test, config["known_rows"])).argmax(1) == y_test).double().mean().item()
-    path = path or checkpoint_path("top_half_classifier")
-    save_checkpoint(path, model, step=config["steps"], config=config, losses=out["losses"][::10],
-                    seconds=out["seconds"], held_out_accuracy=accuracy, torch_version=str(torch.__version__))
-    return {"path": path, "seconds": out["seconds"], "final_loss": out["losses"][-1], "held_out_accuracy": accuracy}
+    return _pretrain_classifier(TOP_HALF_CLASSIFIER_CONFIG, "top_half_classifier", path, iters, progress,
+                                cosine=False, inputs=lambda x, c, training: top_half(x, c["known_rows"]))
 
 
 # Chapter 3: DDPM on 8x8 digits. A 0.74M-parameter U-Net (two resolutions, 8x8 and 4x4, attention at

@@ -210,7 +210,8 @@ def test_shipped_autoencoder_and_latent_model_follow_captions():
     caps = shape_scenes(40, "test", seed=24, pair_fraction=0.0)[1]
     u = generate(latent, glide_schedule(latent_extra["config"]), caps, w=3.0, n_steps=20, seed=5, shape=(4, 8, 8),
                  threshold=None, clamp=False)
-    assert attribute_agreement(judge, ae.from_latent(u), caps)["all"].double().mean() >= 0.7
+    # 0.925 (37 of 40) with the shipped 6,000-step model; the 3,000-step one it replaced drew 0.85
+    assert attribute_agreement(judge, ae.from_latent(u), caps)["all"].double().mean() >= 0.875
 
 
 def test_shipped_imagen_cascade_reads_the_caption_in_super_resolution():

@@ -1,0 +1,158 @@
+"""Chapter 5, section 7: three recipes for the latent U-Net, side by side.
+
+    python benchmarks/latent_recipes.py          # about 40 minutes on 2 CPU cores when it trains all three
+
+The latent model of notebook 05 went through three recipes; this script trains each (from LATENT_CONFIG's
+seed, with one change each) into build/latent_recipes/ unless a checkpoint of exactly that configuration is
+already there (--fresh retrains; each row of the results says whether it trained its model, and how long the
+training took), then measures them the same way:
+
+    * every attribute right (the shape judge) on 300 one-object test captions at w = 1.5, 2, 3 and 5, and on
+      notebook 05's four caption sets of 100 at w = 3 (DDIM 20 steps, image noise seed 3);
+    * floating-point operations per guided image (40 U-Net calls and one decoding) and the wall clock per
+      image, each network called on the same guided batch of 200 inputs, interleaved with the pixel U-Net's
+      calls, the fastest of 5 after one warm-up round;
+
+with the pixel-space GLIDE U-Net (glide_shapes) measured alongside, and writes data/results/latent_recipes.json.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from course_utils import REPO_ROOT  # noqa: E402
+from course_utils.pretrain import load_pretrained  # noqa: E402
+from course_utils.pretrain_t2i import LATENT_CONFIG, glide_schedule, pretrain_latent_shapes  # noqa: E402
+from course_utils.shapes import attribute_agreement, shape_scenes, tokenize  # noqa: E402
+from course_utils.text import generate  # noqa: E402
+
+BOTH_LEVELS = dict(LATENT_CONFIG["unet"], attn_levels=(0, 1))
+LOW_LEVEL = dict(LATENT_CONFIG["unet"], attn_levels=(1,))
+RECIPES = {
+    "attention at 8x8 and 4x4, 3,000 steps": dict(LATENT_CONFIG, unet=BOTH_LEVELS, steps=3000),
+    "attention at 8x8 and 4x4, 6,000 steps": dict(LATENT_CONFIG, unet=BOTH_LEVELS, steps=6000),
+    "attention at 4x4 only, 6,000 steps": dict(LATENT_CONFIG, unet=LOW_LEVEL, steps=6000),
+}
+OUT = os.path.join(REPO_ROOT, "data", "results", "latent_recipes.json")
+RUN_DIR = os.path.join(REPO_ROOT, "build", "latent_recipes")
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True, default=list)
+
+
+def recipe_model(name: str, config: dict, fresh: bool):
+    """The checkpoint of one recipe: loaded if one of exactly this configuration is stored, else trained."""
+    path = os.path.join(RUN_DIR, name.replace(" ", "_").replace(",", "") + ".pt")
+    if os.path.isfile(path) and not fresh:
+        model, extra = load_pretrained("latent_shapes", path)
+        if _same(extra["config"], config):
+            return model, dict(extra, trained_this_run=False)
+        print(f"{path} holds another configuration: retraining")
+    os.makedirs(RUN_DIR, exist_ok=True)
+    pretrain_latent_shapes(path, progress=False, config=config)
+    model, extra = load_pretrained("latent_shapes", path)
+    return model, dict(extra, trained_this_run=True)
+
+
+def best_of_5(calls: dict) -> dict:
+    """Seconds per call of each function, calls interleaved, the fastest of 5 after a warm-up round."""
+    best = {key: float("inf") for key in calls}
+    with torch.no_grad():
+        for rnd in range(6):
+            for key, call in calls.items():
+                t0 = time.perf_counter()
+                call()
+                if rnd > 0:
+                    best[key] = min(best[key], time.perf_counter() - t0)
+    return best
+
+
+def flops(net, shape, ids) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.zeros(len(ids), *shape), torch.full((len(ids),), 0.5), ids)
+    return counter.get_total_flops() / len(ids)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fresh", action="store_true", help="retrain every recipe")
+    args = parser.parse_args(argv)
+    judge, _ = load_pretrained("shape_judge")
+    glide, glide_extra = load_pretrained("glide_shapes")
+    glide_sched = glide_schedule(glide_extra["config"])
+    ae, _ = load_pretrained("shape_autoencoder")
+    models = {name: recipe_model(name, config, args.fresh) for name, config in RECIPES.items()}
+
+    one_300 = shape_scenes(300, "test", seed=14, pair_fraction=0.0)[1]
+    sets = {"one object": shape_scenes(100, "test", seed=14, pair_fraction=0.0)[1],
+            "novel caption": shape_scenes(100, "novel", seed=14, pair_fraction=0.0)[1],
+            "held-out pair": shape_scenes(100, "heldout", seed=14, pair_fraction=0.0)[1],
+            "two objects": shape_scenes(100, "test", seed=14, pair_fraction=1.0)[1]}
+
+    def right(images, caps) -> float:
+        return round(attribute_agreement(judge, images, caps)["all"].double().mean().item(), 4)
+
+    def sampler(model, extra):
+        if model is glide:
+            return lambda caps, w: generate(glide, glide_sched, caps, w=w, n_steps=20, seed=3)
+        sched = glide_schedule(extra["config"])
+        return lambda caps, w: ae.from_latent(generate(model, sched, caps, w=w, n_steps=20, seed=3,
+                                                       shape=(4, 8, 8), threshold=None, clamp=False))
+
+    # the timing inputs: 100 captions and the empty one, as in notebook 05
+    time_ids = tokenize(sets["one object"])[0]
+    time_ids = torch.cat([glide.null_cond(time_ids), time_ids])
+    g = torch.Generator().manual_seed(0)
+    x_pix, x_lat = torch.randn(200, 3, 16, 16, generator=g), torch.randn(200, 4, 8, 8, generator=g)
+    t_half = torch.full((200,), 0.5)
+    calls = {"pixel": lambda: glide(x_pix, t_half, time_ids), "decode": lambda: ae.decode(x_lat[:100])}
+    for name, (model, _) in models.items():
+        calls[name] = (lambda m: (lambda: m(x_lat, t_half, time_ids)))(model)
+    best = best_of_5(calls)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        ae.decode(torch.zeros(2, 4, 8, 8))
+    decode_flops = counter.get_total_flops() / 2
+    two_ids = time_ids[100:102]
+
+    rows = {}
+    for name, (model, extra) in [("pixel U-Net (glide_shapes)", (glide, glide_extra))] + list(models.items()):
+        t0 = time.time()
+        draw = sampler(model, extra)
+        pixel = model is glide
+        per_call = best["pixel" if pixel else name]
+        rows[name] = {
+            "config": {"unet": extra["config"]["unet"], "steps": extra["config"]["steps"]},
+            "parameters": sum(p.numel() for p in (model.unet if hasattr(model, "unet") else model).parameters()),
+            "train_seconds": round(extra["seconds"], 1),
+            "trained_this_run": extra.get("trained_this_run", False),
+            "one_object_300": {str(w): right(draw(one_300, w), one_300) for w in (1.5, 2.0, 3.0, 5.0)},
+            "sets_100_w3": {key: right(draw(caps, 3.0), caps) for key, caps in sets.items()},
+            "gflop_per_image": round((40 * flops(model, (3, 16, 16) if pixel else (4, 8, 8), two_ids)
+                                      + (0 if pixel else decode_flops)) / 1e9, 3),
+            "ms_per_image": round((20 * per_call + (0 if pixel else best["decode"])) / 100 * 1e3, 2),
+        }
+        print(name, rows[name], f"({time.time() - t0:.0f} s)", flush=True)
+    pixel_row = rows["pixel U-Net (glide_shapes)"]
+    for name in models:
+        row = rows[name]
+        row["times_fewer_flop_than_pixel"] = round(pixel_row["gflop_per_image"] / row["gflop_per_image"], 2)
+        row["times_faster_than_pixel"] = round(pixel_row["ms_per_image"] / row["ms_per_image"], 2)
+    result = {"command": "python benchmarks/latent_recipes.py", "date": time.strftime("%Y-%m-%d"),
+              "torch": torch.__version__, "machine": f"{platform.processor() or platform.machine()}, "
+              f"{torch.get_num_threads()} threads", "rows": rows}
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"written to {OUT}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

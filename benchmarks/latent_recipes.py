@@ -1,11 +1,13 @@
 """Chapter 5, section 7: three recipes for the latent U-Net, side by side.
 
-    python benchmarks/latent_recipes.py          # about 40 minutes on 2 CPU cores when it trains all three
+    python benchmarks/latent_recipes.py          # on 2 idle CPU cores: about 40 minutes to train all three
+                                                 # recipes, 4 to evaluate them
 
 The latent model of notebook 05 went through three recipes; this script trains each (from LATENT_CONFIG's
 seed, with one change each) into build/latent_recipes/ unless a checkpoint of exactly that configuration is
-already there (--fresh retrains; each row of the results says whether it trained its model, and how long the
-training took), then measures them the same way:
+already there (--fresh retrains; each row of the results names the checkpoint it measured by path and SHA-1,
+says whether this run trained it, and how long its training took, on whatever day that was), then measures
+them the same way:
 
     * every attribute right (the shape judge) on 300 one-object test captions at w = 1.5, 2, 3 and 5, and on
       notebook 05's four caption sets of 100 at w = 3 (DDIM 20 steps, image noise seed 3);
@@ -16,6 +18,7 @@ training took), then measures them the same way:
 with the pixel-space GLIDE U-Net (glide_shapes) measured alongside, and writes data/results/latent_recipes.json.
 """
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -53,12 +56,18 @@ def recipe_model(name: str, config: dict, fresh: bool):
     if os.path.isfile(path) and not fresh:
         model, extra = load_pretrained("latent_shapes", path)
         if _same(extra["config"], config):
-            return model, dict(extra, trained_this_run=False)
+            return model, dict(extra, trained_this_run=False, checkpoint=_identify(path))
         print(f"{path} holds another configuration: retraining")
     os.makedirs(RUN_DIR, exist_ok=True)
     pretrain_latent_shapes(path, progress=False, config=config)
     model, extra = load_pretrained("latent_shapes", path)
-    return model, dict(extra, trained_this_run=True)
+    return model, dict(extra, trained_this_run=True, checkpoint=_identify(path))
+
+
+def _identify(path: str) -> dict:
+    """Where a checkpoint is and its SHA-1, so that a stored row names the very file it measured."""
+    with open(path, "rb") as f:
+        return {"path": os.path.relpath(path, REPO_ROOT), "sha1": hashlib.sha1(f.read()).hexdigest()}
 
 
 def best_of_5(calls: dict) -> dict:
@@ -132,6 +141,8 @@ def main(argv=None) -> dict:
             "parameters": sum(p.numel() for p in (model.unet if hasattr(model, "unet") else model).parameters()),
             "train_seconds": round(extra["seconds"], 1),
             "trained_this_run": extra.get("trained_this_run", False),
+            "checkpoint": extra.get("checkpoint") or _identify(os.path.join(REPO_ROOT, "data", "checkpoints",
+                                                                            "glide_shapes.pt")),
             "one_object_300": {str(w): right(draw(one_300, w), one_300) for w in (1.5, 2.0, 3.0, 5.0)},
             "sets_100_w3": {key: right(draw(caps, 3.0), caps) for key, caps in sets.items()},
             "gflop_per_image": round((40 * flops(model, (3, 16, 16) if pixel else (4, 8, 8), two_ids)

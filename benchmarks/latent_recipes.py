@@ -18,18 +18,18 @@ them the same way:
 with the pixel-space GLIDE U-Net (glide_shapes) measured alongside, and writes data/results/latent_recipes.json.
 """
 import argparse
-import hashlib
 import json
 import os
-import platform
 import sys
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _results import identify, write_results  # noqa: E402
+
 from course_utils import REPO_ROOT  # noqa: E402
+from course_utils.metrics import flops_per_item, interleaved_best_seconds  # noqa: E402
 from course_utils.pretrain import load_pretrained  # noqa: E402
 from course_utils.pretrain_t2i import LATENT_CONFIG, glide_schedule, pretrain_latent_shapes  # noqa: E402
 from course_utils.shapes import attribute_agreement, shape_scenes, tokenize  # noqa: E402
@@ -47,7 +47,7 @@ RUN_DIR = os.path.join(REPO_ROOT, "build", "latent_recipes")
 
 
 def _same(a, b) -> bool:
-    return json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True, default=list)
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def recipe_model(name: str, config: dict, fresh: bool):
@@ -56,37 +56,12 @@ def recipe_model(name: str, config: dict, fresh: bool):
     if os.path.isfile(path) and not fresh:
         model, extra = load_pretrained("latent_shapes", path)
         if _same(extra["config"], config):
-            return model, dict(extra, trained_this_run=False, checkpoint=_identify(path))
+            return model, dict(extra, trained_this_run=False, checkpoint=identify(path))
         print(f"{path} holds another configuration: retraining")
     os.makedirs(RUN_DIR, exist_ok=True)
     pretrain_latent_shapes(path, progress=False, config=config)
     model, extra = load_pretrained("latent_shapes", path)
-    return model, dict(extra, trained_this_run=True, checkpoint=_identify(path))
-
-
-def _identify(path: str) -> dict:
-    """Where a checkpoint is and its SHA-1, so that a stored row names the very file it measured."""
-    with open(path, "rb") as f:
-        return {"path": os.path.relpath(path, REPO_ROOT), "sha1": hashlib.sha1(f.read()).hexdigest()}
-
-
-def best_of_5(calls: dict) -> dict:
-    """Seconds per call of each function, calls interleaved, the fastest of 5 after a warm-up round."""
-    best = {key: float("inf") for key in calls}
-    with torch.no_grad():
-        for rnd in range(6):
-            for key, call in calls.items():
-                t0 = time.perf_counter()
-                call()
-                if rnd > 0:
-                    best[key] = min(best[key], time.perf_counter() - t0)
-    return best
-
-
-def flops(net, shape, ids) -> float:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(torch.zeros(len(ids), *shape), torch.full((len(ids),), 0.5), ids)
-    return counter.get_total_flops() / len(ids)
+    return model, dict(extra, trained_this_run=True, checkpoint=identify(path))
 
 
 def main(argv=None) -> dict:
@@ -124,29 +99,30 @@ def main(argv=None) -> dict:
     calls = {"pixel": lambda: glide(x_pix, t_half, time_ids), "decode": lambda: ae.decode(x_lat[:100])}
     for name, (model, _) in models.items():
         calls[name] = (lambda m: (lambda: m(x_lat, t_half, time_ids)))(model)
-    best = best_of_5(calls)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        ae.decode(torch.zeros(2, 4, 8, 8))
-    decode_flops = counter.get_total_flops() / 2
+    with torch.no_grad():
+        best = interleaved_best_seconds(calls)
+    decode_flops = flops_per_item(ae.decode, torch.zeros(2, 4, 8, 8))
     two_ids = time_ids[100:102]
+    glide_checkpoint = identify(os.path.join(REPO_ROOT, "data", "checkpoints", "glide_shapes.pt"))
 
     rows = {}
+    glide_extra = dict(glide_extra, checkpoint=glide_checkpoint)
     for name, (model, extra) in [("pixel U-Net (glide_shapes)", (glide, glide_extra))] + list(models.items()):
         t0 = time.time()
         draw = sampler(model, extra)
         pixel = model is glide
         per_call = best["pixel" if pixel else name]
+        net_flops = flops_per_item(model, torch.zeros(2, *((3, 16, 16) if pixel else (4, 8, 8))),
+                                   torch.full((2,), 0.5), two_ids)
         rows[name] = {
             "config": {"unet": extra["config"]["unet"], "steps": extra["config"]["steps"]},
             "parameters": sum(p.numel() for p in (model.unet if hasattr(model, "unet") else model).parameters()),
             "train_seconds": round(extra["seconds"], 1),
             "trained_this_run": extra.get("trained_this_run", False),
-            "checkpoint": extra.get("checkpoint") or _identify(os.path.join(REPO_ROOT, "data", "checkpoints",
-                                                                            "glide_shapes.pt")),
+            "checkpoint": extra["checkpoint"],
             "one_object_300": {str(w): right(draw(one_300, w), one_300) for w in (1.5, 2.0, 3.0, 5.0)},
             "sets_100_w3": {key: right(draw(caps, 3.0), caps) for key, caps in sets.items()},
-            "gflop_per_image": round((40 * flops(model, (3, 16, 16) if pixel else (4, 8, 8), two_ids)
-                                      + (0 if pixel else decode_flops)) / 1e9, 3),
+            "gflop_per_image": round((40 * net_flops + (0 if pixel else decode_flops)) / 1e9, 3),
             "ms_per_image": round((20 * per_call + (0 if pixel else best["decode"])) / 100 * 1e3, 2),
         }
         print(name, rows[name], f"({time.time() - t0:.0f} s)", flush=True)
@@ -155,14 +131,7 @@ def main(argv=None) -> dict:
         row = rows[name]
         row["times_fewer_flop_than_pixel"] = round(pixel_row["gflop_per_image"] / row["gflop_per_image"], 2)
         row["times_faster_than_pixel"] = round(pixel_row["ms_per_image"] / row["ms_per_image"], 2)
-    result = {"command": "python benchmarks/latent_recipes.py", "date": time.strftime("%Y-%m-%d"),
-              "torch": torch.__version__, "machine": f"{platform.processor() or platform.machine()}, "
-              f"{torch.get_num_threads()} threads", "rows": rows}
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"written to {OUT}")
-    return result
+    return write_results(OUT, "python benchmarks/latent_recipes.py", rows=rows)
 
 
 if __name__ == "__main__":

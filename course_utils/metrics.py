@@ -12,14 +12,17 @@ classifier's), and ``classifier_report`` (predicted-class frequencies and mean c
 from __future__ import annotations
 
 import math
+import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ._checks import check_generator, check_positive_int, check_tensor
 from .tensors import randn
 
 __all__ = ["energy_distance", "sliced_wasserstein", "noise_floor", "distance_ratio", "mode_weights",
-           "sample_quality", "gaussian_frechet", "frechet_distance", "classifier_report"]
+           "sample_quality", "gaussian_frechet", "frechet_distance", "classifier_report", "flops_per_item",
+           "interleaved_best_seconds"]
 
 
 def _pair(x, y):
@@ -169,3 +172,39 @@ def classifier_report(images: torch.Tensor, classifier, batch: int = 1000) -> di
     labels = probs.argmax(1)
     return dict(features=feats, labels=labels, confidence=probs.max(1).values.mean().item(),
                 freqs=torch.bincount(labels, minlength=probs.shape[1]).double() / len(labels))
+
+
+def flops_per_item(fn, *inputs) -> float:
+    """Floating-point operations of one forward call ``fn(*inputs)``, per item of the batch (the first
+    dimension of the first input), counted by ``torch.utils.flop_counter`` (matrix products, convolutions and
+    attention; a multiply-add counts 2; element-wise operations such as normalisation and activations are
+    not counted, so this is a lower bound that the heavy layers dominate)."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (a network or function), got {type(fn).__name__}")
+    if not inputs or not isinstance(inputs[0], torch.Tensor) or inputs[0].ndim == 0 or len(inputs[0]) == 0:
+        raise ValueError("the first input must be a tensor with a batch dimension of at least one item")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn(*inputs)
+    return counter.get_total_flops() / len(inputs[0])
+
+
+def interleaved_best_seconds(calls: dict, rounds: int = 5, warmup: int = 1) -> dict:
+    """Seconds of one call of each function in ``calls`` (name -> function of no arguments): ``warmup``
+    rounds that are not counted, then ``rounds`` rounds, each calling every function once in turn; for each,
+    the fastest of its ``rounds`` calls. Interleaving gives every function the same share of whatever else
+    the machine is doing, and the fastest call is the one least disturbed by it, so ratios between the
+    functions are fair on a busy machine (absolute times still vary from day to day). Runs under whatever
+    grad mode the caller set (wrap in ``torch.no_grad()`` to time inference)."""
+    if not isinstance(calls, dict) or not calls or not all(callable(f) for f in calls.values()):
+        raise ValueError("calls must be a non-empty dict of name -> function of no arguments")
+    check_positive_int("rounds", rounds)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    best = {name: math.inf for name in calls}
+    for rnd in range(warmup + rounds):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            if rnd >= warmup:
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best

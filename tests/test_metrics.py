@@ -7,6 +7,8 @@ from course_utils.data import GaussianMixture, example_mixture
 from course_utils.metrics import (
     distance_ratio,
     energy_distance,
+    flops_per_item,
+    interleaved_best_seconds,
     mode_weights,
     noise_floor,
     sample_quality,
@@ -133,3 +135,38 @@ def test_frechet_distance_of_samples_converges_and_checks_input():
         frechet_distance(x, x[:, :1])
     with pytest.raises(ValueError, match="at least 2"):
         frechet_distance(x[:1], x)
+
+
+def test_flops_per_item_counts_linear_and_conv_layers_by_their_closed_forms():
+    lin = torch.nn.Linear(7, 5)
+    assert flops_per_item(lin, torch.zeros(3, 7)) == 2 * 7 * 5          # a multiply-add per weight, per item
+    conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    assert flops_per_item(conv, torch.zeros(6, 2, 5, 5)) == 2 * (2 * 9) * 4 * 25   # per output value
+    two = torch.nn.Sequential(lin, torch.nn.SiLU(), torch.nn.Linear(5, 3))
+    assert flops_per_item(two, torch.zeros(4, 7)) == 2 * (7 * 5 + 5 * 3)
+    assert flops_per_item(lambda a, b: a @ b, torch.zeros(2, 3, 4), torch.zeros(4, 6)) == 2 * 3 * 4 * 6
+    with pytest.raises(ValueError, match="first input"):
+        flops_per_item(lin, torch.zeros(()))
+    with pytest.raises(TypeError, match="fn must be callable"):
+        flops_per_item("net", torch.zeros(3, 7))
+
+
+def test_interleaved_best_seconds_takes_the_fastest_counted_call_of_each(monkeypatch):
+    import course_utils.metrics as metrics
+    clock = [0.0]
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+    durations = {"a": [0.5, 9.0, 3.0, 7.0], "b": [0.1, 2.0, 4.0, 2.5]}   # first of each: the warm-up round
+    order = []
+
+    def timed(name):
+        def call():
+            order.append(name)
+            clock[0] += durations[name][sum(n == name for n in order) - 1]
+        return call
+    best = interleaved_best_seconds({"a": timed("a"), "b": timed("b")}, rounds=3)
+    assert best == {"a": 3.0, "b": 2.0}                  # the warm-up's faster calls are not counted
+    assert order == ["a", "b"] * 4                        # interleaved: one call of each per round
+    with pytest.raises(ValueError, match="calls must be"):
+        interleaved_best_seconds({})
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_best_seconds({"a": timed("a")}, rounds=0)

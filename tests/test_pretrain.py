@@ -323,3 +323,36 @@ def test_latent_recipes_results_measure_the_shipped_recipe():
     both_levels = rows["attention at 8x8 and 4x4, 6,000 steps"]
     for name in ("one object", "two objects"):
         assert row["sets_100_w3"][name] >= both_levels["sets_100_w3"][name] - 0.05
+
+
+def test_thresholding_results_measure_the_shipped_glide_model():
+    """data/results/thresholding.json (benchmarks/thresholding.py) measured the very glide_shapes.pt shipped
+    (same SHA-1), and by it, as notebook 05's section 4 says: accuracy falls as the percentile rises (p = 1 below
+    p = 0.98 by more than two standard errors, no significant rise between neighbours); at Imagen's p = 0.995 it
+    loses to static clipping by more than two standard errors at w = 10 and 30; at p = 0.98 it saturates less and
+    loses no more than two; the loss arises when thresholding dynamically in the second half of sampling."""
+    import hashlib
+    import json
+
+    from course_utils import REPO_ROOT
+    with open(os.path.join(REPO_ROOT, "data", "results", "thresholding.json")) as f:
+        result = json.load(f)
+    with open(checkpoint_path("glide_shapes"), "rb") as f:
+        assert result["checkpoint"]["sha1"] == hashlib.sha1(f.read()).hexdigest(), \
+            "glide_shapes.pt changed since the results were stored: run benchmarks/thresholding.py"
+    rows = {(r["w"], r["method"]): r for r in result["rows"]}
+    assert result["n_captions"] == 300 and {w for w, _ in rows} == {3.0, 10.0, 30.0}
+
+    def loses(row):  # to static clipping, by more than two standard errors of the paired difference
+        return row["minus_static"] < -2 * row["minus_static_se"]
+
+    def below(a, b):  # a's accuracy below b's by more than two standard errors (at most the sum of theirs)
+        return b["all_right"] - a["all_right"] > 2 * (a["minus_static_se"] + b["minus_static_se"])
+    for w in (3.0, 10.0, 30.0):
+        sweep = [rows[w, f"dynamic p={p:g}"] for p in (0.98, 0.99, 0.995, 0.998, 1.0)]
+        assert below(sweep[-1], sweep[0]) and not any(below(a, b) for a, b in zip(sweep, sweep[1:]))
+        low = rows[w, "dynamic p=0.98"]
+        assert low["saturation"] < rows[w, "static"]["saturation"] and not loses(low)
+        assert loses(rows[w, "static while t > 0.5, then dynamic"])
+        assert not loses(rows[w, "dynamic while t > 0.5, then static"])
+    assert loses(rows[10.0, "dynamic p=0.995"]) and loses(rows[30.0, "dynamic p=0.995"])

@@ -1,7 +1,7 @@
 """Run the notebooks' GPU sections (their code cells that test ``torch.cuda.is_available()``) as a script,
 on a CUDA machine, saving each figure as a PNG (run by hand):
 
-    python benchmarks/gpu_sections.py [--minutes 3] [--standin] [--out benchmarks/results/gpu_sections]
+    python benchmarks/gpu_sections.py [--minutes 3] [--standin] [--only 05] [--out benchmarks/results/gpu_sections]
 
 With real CIFAR-10 in data/cache/ (``python -m course_utils.scale download``) this is what a learner
 sees when running those cells in JupyterLab. ``--standin`` is for a GPU machine without a network: it
@@ -10,7 +10,10 @@ upsampled to 32x32, the ink tinted by class (ten hues), on backgrounds of random
 by up to 4 pixels; 50,000 training and 10,000 test images with the digits' labels. It exercises every
 line of the sections on the GPU (bf16 training, resume, class-conditional guidance, sampling speed:
 images/s do not depend on what the pixels show); its losses and pictures say nothing about CIFAR-10.
-``--minutes`` replaces the cells' GPU_MINUTES.
+On the stand-in the class of an image is its ink's hue, so the class-conditional sections' last samples
+(chapter 4's and chapter 5's, at w = 3, image j asked for class j % 10) are also scored: the share whose
+dominant hue is nearest to the hue of the class asked for (about 10% by chance).
+``--minutes`` replaces the cells' GPU_MINUTES; ``--only`` runs the notebooks whose names start with it.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ["03_ddpm_ddim.ipynb", "04_langevin_ncsn_guidance.ipynb", "05_text_to_image.ipynb"]
+CLASS_SAMPLES = {"04": "xs", "05": "xs_c"}  # each section's last samples: w = 3, image j of class j % 10
 
 
 def standin_cifar(seed: int = 0, n: tuple[int, int] = (50_000, 10_000)):
@@ -53,6 +57,23 @@ def standin_cifar(seed: int = 0, n: tuple[int, int] = (50_000, 10_000)):
     return out
 
 
+def hue_classes(images: torch.Tensor) -> torch.Tensor:
+    """The stand-in class whose hue is nearest to each image's ink: uint8 (N, 3, H, W) -> (N,) in 0..9.
+    The ink is the tenth of pixels farthest from grey (the backgrounds are grey); their mean colour minus
+    its grey part is compared by cosine with each class colour's (a hue mixed with grey keeps its direction)."""
+    from course_utils.data import hue_colours
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images: need uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    x = images.double().flatten(2) / 255                                     # (N, 3, HW)
+    chroma = x - x.mean(1, keepdim=True)                                     # the part off the grey axis
+    strength = chroma.norm(dim=1)                                            # (N, HW)
+    top = strength.topk(max(1, strength.shape[1] // 10), dim=1).indices
+    ink = torch.gather(chroma, 2, top[:, None, :].expand(-1, 3, -1)).mean(2)  # (N, 3)
+    ref = hue_colours(torch.arange(10) / 10)
+    ref = ref - ref.mean(1, keepdim=True)
+    return torch.nn.functional.normalize(ink, dim=1).matmul(torch.nn.functional.normalize(ref, dim=1).T).argmax(1)
+
+
 def gpu_cells(path: str) -> list[str]:
     with open(path) as fh:
         nb = json.load(fh)
@@ -64,6 +85,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=None, help="training minutes per section (default: the cells')")
     ap.add_argument("--standin", action="store_true", help="synthetic stand-in data in CIFAR-10's format (no network)")
+    ap.add_argument("--only", default="", help="run only the notebooks whose names start with this (e.g. 05)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "gpu_sections"))
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -89,7 +111,7 @@ def main():
         plt.close("all")
 
     plt.show = show
-    for name in NOTEBOOKS:
+    for name in [n for n in NOTEBOOKS if n.startswith(args.only)]:
         for k, source in enumerate(gpu_cells(os.path.join(ROOT, "notebooks", name))):
             section = f"{name.split('_')[0]}_{k}"
             if args.minutes is not None:
@@ -102,6 +124,11 @@ def main():
             t0 = time.time()
             exec(compile(source, f"{name}[gpu {k}]", "exec"), namespace)
             print(f"----- {time.time() - t0:.0f} s", flush=True)
+            samples = namespace.get(CLASS_SAMPLES.get(section.split("_")[0], ""))
+            if args.standin and samples is not None:
+                right = (hue_classes(samples.cpu()) == torch.arange(len(samples)) % 10).float().mean().item()
+                print(f"stand-in check: the ink's hue is the class asked for in {right:.0%} of the "
+                      f"{len(samples)} samples at w = 3 (chance 10%)", flush=True)
 
 
 if __name__ == "__main__":

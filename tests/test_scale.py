@@ -383,6 +383,16 @@ def test_gpu_sections_script_finds_each_notebooks_gpu_cell_and_writes_a_readable
     x, y = cifar10("train", str(tmp_path))
     assert x.shape == (50, 3, 32, 32) and torch.equal(y, torch.from_numpy(train[1]))
     assert set(y.tolist()) <= set(range(10)) and x.float().std() > 20  # digits on backgrounds, not blank
+    # the stand-in's class is its ink's hue: read back from the images, and not from other labels or noise
+    (train, _) = gs.standin_cifar(seed=1, n=(400, 1))
+    images, labels = torch.from_numpy(train[0]).permute(0, 3, 1, 2), torch.from_numpy(train[1])
+    found = gs.hue_classes(images)
+    assert (found == labels).float().mean() > 0.97
+    assert (found == labels.roll(1)).float().mean() < 0.3
+    noise = torch.randint(0, 256, (400, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert (gs.hue_classes(noise) == labels).float().mean() < 0.3
+    with pytest.raises(ValueError, match="images: need uint8"):
+        gs.hue_classes(images.float())
 
 
 def test_latent_diffusion_run_on_an_autoencoders_latents(tiny, tmp_path):
@@ -450,7 +460,7 @@ def test_chapter5_gpu_cell_runs_end_to_end_on_a_cpu_with_tiny_settings(tiny, tmp
     namespace = dict(torch=torch, time=__import__("time"), plt=plt)
     exec(compile(source, "05[gpu]", "exec"), namespace)
     out = capsys.readouterr().out
-    assert "autoencoder: latents (4, 16, 16)" in out and "10 images in" in out
+    assert "autoencoder (2 steps, " in out and "): latents (4, 16, 16)" in out and "10 images in" in out
     assert os.path.isfile(os.path.join(runs, "notebook_latent_cifar", "autoencoder.pt"))
     assert namespace["xs_c"].shape == (10, 3, 32, 32) and namespace["xs_c"].dtype == torch.uint8
     log = [json.loads(line) for line in open(os.path.join(runs, "notebook_latent_cifar", "log.jsonl"))]

@@ -30,7 +30,7 @@ from _results import identify, write_results  # noqa: E402
 
 from course_utils import REPO_ROOT  # noqa: E402
 from course_utils.ddpm import ddim_sample  # noqa: E402
-from course_utils.guidance import classifier_free_guidance, threshold_x0  # noqa: E402
+from course_utils.guidance import classifier_free_guidance, thresholded  # noqa: E402
 from course_utils.pretrain import checkpoint_path, load_pretrained  # noqa: E402
 from course_utils.pretrain_t2i import glide_schedule  # noqa: E402
 from course_utils.shapes import attribute_agreement, shape_scenes, tokenize  # noqa: E402
@@ -54,17 +54,12 @@ def sample(model, schedule, ids, w: float, rule, percentile: float, noise: torch
     """DDIM with guidance, x0_hat thresholded at every step by the method rule(t) picks; also returns
     [(t, median over images of the percentile-quantile of |x0_hat| before thresholding)] per step (s is the
     larger of it and 1)."""
-    guided = classifier_free_guidance(model, ids, w)
     steps = []
 
-    def eps(x, t):
-        e = guided(x, t)
-        tt = torch.as_tensor(t).expand(x.shape[0])
-        alpha, sigma = schedule.alpha(tt)[:, None, None, None], schedule.sigma(tt)[:, None, None, None]
-        x0 = (x - sigma * e) / alpha
-        steps.append((round(float(tt[0]), 3),
+    def observe(t, x0):
+        steps.append((round(float(t[0]), 3),
                       round(torch.quantile(x0.abs().flatten(1), percentile, dim=1).median().item(), 2)))
-        return (x - alpha * threshold_x0(x0, rule(float(tt[0])), percentile)) / sigma
+    eps = thresholded(classifier_free_guidance(model, ids, w), schedule, rule, percentile, observe=observe)
     with torch.no_grad():
         x = ddim_sample(schedule, eps, noise, n_steps=20).clamp(-1, 1)
     return x, steps

@@ -136,17 +136,32 @@ def threshold_x0(x0: torch.Tensor, method: str = "dynamic", percentile: float = 
     return torch.maximum(torch.minimum(x0, s), -s) / s
 
 
-def thresholded(eps_model, process: ForwardProcess, method: str = "dynamic", percentile: float = 0.995):
+def thresholded(eps_model, process: ForwardProcess, method="dynamic", percentile: float = 0.995, observe=None):
     """eps'(x, t) whose predicted clean image is ``threshold_x0`` of the model's: with x0_hat = (x - sigma
     eps) / alpha, eps' = (x - alpha threshold(x0_hat)) / sigma. Any sampler that forms x0_hat from eps
-    (DDIM, DDPM) then steps from the thresholded image."""
-    threshold_x0(torch.zeros(1, 1), method, percentile)  # check the arguments now, not at the first step
+    (DDIM, DDPM) then steps from the thresholded image.
+
+    ``method`` is "static" or "dynamic", or a function of the time t (a float) returning one of them, to
+    threshold differently in different parts of sampling (notebook 05, section 4); it then needs one t for the
+    whole batch, as DDIM and DDPM give. ``observe(t, x0_hat)``, if given, sees each call's t (B,) and x0_hat
+    before thresholding (to record how far it overshoots)."""
+    if not callable(method):
+        threshold_x0(torch.zeros(1, 1), method, percentile)  # check the arguments now, not at the first step
+    elif not 0.0 < percentile <= 1.0:
+        raise ValueError(f"percentile must be in (0, 1], got {percentile!r}")
 
     def eps(x, t):
         e = eps_model(x, t)
         tt = torch.as_tensor(t, device=x.device)
         tt = tt.expand(x.shape[0]) if tt.ndim == 0 else tt
         alpha, sigma = _coef(process.alpha(tt), x), _coef(process.sigma(tt), x)
-        x0 = threshold_x0((x - sigma * e) / alpha, method, percentile)
-        return (x - alpha * x0) / sigma
+        x0 = (x - sigma * e) / alpha
+        if observe is not None:
+            observe(tt, x0)
+        chosen = method
+        if callable(method):
+            if not bool((tt == tt[0]).all()):
+                raise ValueError("method: a function of t needs one t for the whole batch, got several")
+            chosen = method(float(tt[0]))
+        return (x - alpha * threshold_x0(x0, chosen, percentile)) / sigma
     return eps

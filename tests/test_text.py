@@ -295,3 +295,36 @@ def test_thresholded_noise_prediction_gives_the_thresholded_clean_image():
     x0_raw, x0_new = (x - s * e_raw) / a, (x - s * e) / a
     assert torch.allclose(x0_new, threshold_x0(x0_raw, "dynamic", 0.99), atol=1e-5)
     assert x0_raw.abs().max() > 1.5 and x0_new.abs().max() <= 1 + 1e-5
+
+
+def test_thresholded_method_as_a_function_of_t_and_the_observer():
+    """method(t) picks the thresholding per step: a constant function is the named method, a switch at t = 0.5
+    thresholds each step as the named method for its t would; observe sees x0_hat before thresholding."""
+    from course_utils.guidance import threshold_x0, thresholded
+    from course_utils.schedules import DiscreteSchedule, cosine_betas
+    schedule = DiscreteSchedule(cosine_betas(100))
+    wild = lambda z, tt: 4 * torch.sin(3 * z + tt[:, None, None, None])  # noqa: E731  deterministic, overshoots
+    x = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    switch = thresholded(wild, schedule, lambda t: "dynamic" if t > 0.5 else "static", 0.99)
+    for t in (0.2, 0.9):
+        tt = torch.full((4,), t)
+        named = "dynamic" if t > 0.5 else "static"
+        assert torch.equal(switch(x, tt), thresholded(wild, schedule, named, 0.99)(x, tt))
+        assert torch.equal(thresholded(wild, schedule, lambda _, m=named: m, 0.99)(x, tt),
+                           thresholded(wild, schedule, named, 0.99)(x, tt))
+    # at t = 0.9 the two methods differ on this input, so the switch is tested, not a tie
+    tt = torch.full((4,), 0.9)
+    assert not torch.equal(thresholded(wild, schedule, "dynamic", 0.99)(x, tt),
+                           thresholded(wild, schedule, "static", 0.99)(x, tt))
+    seen = []
+    e = thresholded(wild, schedule, "static", observe=lambda t, x0: seen.append((t, x0)))(x, tt)
+    a, s = schedule.alpha(tt)[:, None, None, None], schedule.sigma(tt)[:, None, None, None]
+    x0_raw = (x - s * wild(x, tt)) / a
+    assert len(seen) == 1 and torch.equal(seen[0][0], tt) and torch.allclose(seen[0][1], x0_raw)
+    assert x0_raw.abs().max() > 1.5 and torch.allclose((x - s * e) / a, threshold_x0(x0_raw, "static"), atol=1e-5)
+    with pytest.raises(ValueError, match="method: a function of t needs one t"):
+        switch(x, torch.tensor([0.2, 0.9, 0.9, 0.9]))
+    with pytest.raises(ValueError, match="method must be"):
+        thresholded(wild, schedule, lambda t: "clip")(x, tt)
+    with pytest.raises(ValueError, match="percentile must be"):
+        thresholded(wild, schedule, lambda t: "static", 1.5)

@@ -143,12 +143,12 @@ def thresholded(eps_model, process: ForwardProcess, method="dynamic", percentile
 
     ``method`` is "static" or "dynamic", or a function of the time t (a float) returning one of them, to
     threshold differently in different parts of sampling (notebook 05, section 4); it then needs one t for the
-    whole batch, as DDIM and DDPM give. ``observe(t, x0_hat)``, if given, sees each call's t (B,) and x0_hat
-    before thresholding (to record how far it overshoots)."""
-    if not callable(method):
-        threshold_x0(torch.zeros(1, 1), method, percentile)  # check the arguments now, not at the first step
-    elif not 0.0 < percentile <= 1.0:
+    whole batch, as DDIM and DDPM give. ``observe(t, x0_hat)``, if given, sees each call's t (B,) and a copy
+    of x0_hat before thresholding (to record how far it overshoots)."""
+    if not 0.0 < percentile <= 1.0:
         raise ValueError(f"percentile must be in (0, 1], got {percentile!r}")
+    if not callable(method):
+        threshold_x0(torch.zeros(1, 1), method, percentile)  # check the method now, not at the first step
 
     def eps(x, t):
         e = eps_model(x, t)
@@ -157,7 +157,7 @@ def thresholded(eps_model, process: ForwardProcess, method="dynamic", percentile
         alpha, sigma = _coef(process.alpha(tt), x), _coef(process.sigma(tt), x)
         x0 = (x - sigma * e) / alpha
         if observe is not None:
-            observe(tt, x0)
+            observe(tt, x0.clone())
         chosen = method
         if callable(method):
             if not bool((tt == tt[0]).all()):

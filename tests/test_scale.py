@@ -1,6 +1,7 @@
 """course_utils.scale and data.cifar10 on a CPU: a tiny CIFAR-10 in torchvision's real on-disk format,
 training steps, exact resume, sampling, FID's pipeline, two gloo processes against one, bad input."""
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -366,8 +367,9 @@ def test_two_gloo_processes_match_one_process_on_the_joint_batch(tiny, tmp_path)
 
 
 def test_gpu_sections_script_finds_each_notebooks_gpu_cell_and_writes_a_readable_standin(tmp_path, monkeypatch):
-    """benchmarks/gpu_sections.py runs the cells that test torch.cuda.is_available(): one in chapters 3 and 4
-    (a renamed marker would make it run nothing), and its stand-in reads back through cifar10()."""
+    """benchmarks/gpu_sections.py runs the cells that test torch.cuda.is_available(): one in chapters 3, 4 and 5
+    (a renamed marker would make it run nothing); its stand-in reads back through cifar10(), and its hue
+    score finds the class of the stand-in's images and of any hue, and no class where there is no single hue."""
     import importlib.util
     import os
     spec = importlib.util.spec_from_file_location("gpu_sections", os.path.join(
@@ -383,16 +385,38 @@ def test_gpu_sections_script_finds_each_notebooks_gpu_cell_and_writes_a_readable
     x, y = cifar10("train", str(tmp_path))
     assert x.shape == (50, 3, 32, 32) and torch.equal(y, torch.from_numpy(train[1]))
     assert set(y.tolist()) <= set(range(10)) and x.float().std() > 20  # digits on backgrounds, not blank
-    # the stand-in's class is its ink's hue: read back from the images, and not from other labels or noise
+    # the stand-in's class is its ink's hue: read back from the stand-in's own images ...
     (train, _) = gs.standin_cifar(seed=1, n=(400, 1))
     images, labels = torch.from_numpy(train[0]).permute(0, 3, 1, 2), torch.from_numpy(train[1])
-    found = gs.hue_classes(images)
-    assert (found == labels).float().mean() > 0.97
-    assert (found == labels.roll(1)).float().mean() < 0.3
-    noise = torch.randint(0, 256, (400, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    assert (gs.hue_classes(noise) == labels).float().mean() < 0.3
+    assert (gs.hue_classes(images) == labels).float().mean() > 0.97
+    # ... from a square of any class's colour mixed with grey on a grey background ...
+    from course_utils.data import hue_colours
+    g = torch.Generator().manual_seed(0)
+    classes, back = torch.arange(200) % 10, torch.rand(200, 1, 1, 1, generator=g) * 0.6
+    a = torch.zeros(200, 1, 32, 32)
+    a[:, :, 8:24, 8:24] = 0.5 + 0.5 * torch.rand(200, 1, 1, 1, generator=g)  # ink strength 0.5 to 1
+    square = (1 - a) * back + a * hue_colours(classes / 10)[:, :, None, None]
+    to_uint8 = lambda z: (z * 255).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
+    assert torch.equal(gs.hue_classes(to_uint8(square)), classes)
+    # ... and no class where there is no single hue: grey images (one value 1/255 off grey), ink of random
+    # hues, uniform noise
+    grey = to_uint8(back.expand(200, 3, 32, 32).clone())
+    grey[:, 2, 0, 0] += 1
+    random_hues = hue_colours(torch.rand(200 * 32 * 32, generator=g)).T.reshape(3, 200, 32, 32).transpose(0, 1)
+    speckle = (1 - a) * back + a * random_hues
+    noise = torch.randint(0, 256, (200, 3, 32, 32), dtype=torch.uint8, generator=g)
+    for name, x in (("grey", grey), ("speckle", to_uint8(speckle)), ("noise", noise)):
+        assert (gs.hue_classes(x) == -1).float().mean() > 0.95, name
     with pytest.raises(ValueError, match="images: need uint8"):
         gs.hue_classes(images.float())
+    # the samples scored are each section's last, at w = 3, image j of class j % 10 (scale.sample, no label)
+    for prefix, var in gs.CLASS_SAMPLES.items():
+        notebook = next(n for n in gs.NOTEBOOKS if n.startswith(prefix))
+        (cell,) = gs.gpu_cells(os.path.join(gs.ROOT, "notebooks", notebook))
+        (call,) = re.findall(rf"^ *{var} = scale\.sample\((.*)\)$", cell, flags=re.M)
+        assert "label" not in call
+        loop = re.findall(r"for w in \((.*)\):", cell)
+        assert "w=3.0" in call or (loop and "w=w" in call and loop[-1].split(",")[-1].strip() == "3.0"), (var, call)
 
 
 def test_latent_diffusion_run_on_an_autoencoders_latents(tiny, tmp_path):
@@ -434,7 +458,6 @@ def test_chapter5_gpu_cell_runs_end_to_end_on_a_cpu_with_tiny_settings(tiny, tmp
     samples come back decoded. (Whether the run learns is the cell's own check, kept for the GPU.)"""
     import importlib.util
     import json
-    import re
 
     from course_utils import data
     root, _ = tiny
@@ -458,10 +481,27 @@ def test_chapter5_gpu_cell_runs_end_to_end_on_a_cpu_with_tiny_settings(tiny, tmp
     runs = str(tmp_path / "runs")
     source = source.replace('os.path.join(REPO_ROOT, "runs",', f"os.path.join({runs!r},")
     namespace = dict(torch=torch, time=__import__("time"), plt=plt)
-    exec(compile(source, "05[gpu]", "exec"), namespace)
+    exec(compile(source, "05[gpu]", "exec"), dict(namespace))
     out = capsys.readouterr().out
-    assert "autoencoder (2 steps, " in out and "): latents (4, 16, 16)" in out and "10 images in" in out
-    assert os.path.isfile(os.path.join(runs, "notebook_latent_cifar", "autoencoder.pt"))
-    assert namespace["xs_c"].shape == (10, 3, 32, 32) and namespace["xs_c"].dtype == torch.uint8
-    log = [json.loads(line) for line in open(os.path.join(runs, "notebook_latent_cifar", "log.jsonl"))]
+    assert "autoencoder (trained; 2 steps, " in out and "): latents (4, 16, 16)" in out and "10 images in" in out
+    ae_path = os.path.join(runs, "notebook_latent_cifar", "autoencoder.pt")
+    with open(ae_path, "rb") as fh:
+        ae_bytes = fh.read()
+    log_path = os.path.join(runs, "notebook_latent_cifar", "log.jsonl")
+    log = [json.loads(line) for line in open(log_path)]
     assert log and log[-1]["step"] >= 10
+    # run again, as a learner re-running the cell: the autoencoder is loaded (not retrained), the U-Net continues
+    exec(compile(source, "05[gpu]", "exec"), namespace)
+    again = capsys.readouterr().out
+    seconds = re.search(r"autoencoder \(trained; 2 steps, (\d+) s\)", out).group(1)
+    assert f"autoencoder (loaded; 2 steps, {seconds} s)" in again
+    with open(ae_path, "rb") as fh:
+        assert fh.read() == ae_bytes
+    assert [json.loads(line) for line in open(log_path)][-1]["step"] > log[-1]["step"]
+    assert namespace["xs_c"].shape == (10, 3, 32, 32) and namespace["xs_c"].dtype == torch.uint8
+    # a changed AE_STEPS, or a U-Net run without its autoencoder, is refused rather than mixed
+    with pytest.raises(ValueError, match="AE_STEPS: .* trained for 2 steps, not 3"):
+        exec(compile(source.replace("AE_STEPS = 2", "AE_STEPS = 3"), "05[gpu]", "exec"), dict(namespace))
+    os.remove(ae_path)
+    with pytest.raises(FileNotFoundError, match="autoencoder.pt is missing but a latent U-Net run"):
+        exec(compile(source, "05[gpu]", "exec"), dict(namespace))

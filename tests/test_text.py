@@ -312,10 +312,10 @@ def test_thresholded_method_as_a_function_of_t_and_the_observer():
         assert torch.equal(switch(x, tt), thresholded(wild, schedule, named, 0.99)(x, tt))
         assert torch.equal(thresholded(wild, schedule, lambda _, m=named: m, 0.99)(x, tt),
                            thresholded(wild, schedule, named, 0.99)(x, tt))
-    # at t = 0.9 the two methods differ on this input, so the switch is tested, not a tie
+        # the two methods differ on this input at both times, so the switch is tested, not a tie
+        assert not torch.equal(thresholded(wild, schedule, "dynamic", 0.99)(x, tt),
+                               thresholded(wild, schedule, "static", 0.99)(x, tt))
     tt = torch.full((4,), 0.9)
-    assert not torch.equal(thresholded(wild, schedule, "dynamic", 0.99)(x, tt),
-                           thresholded(wild, schedule, "static", 0.99)(x, tt))
     seen = []
     e = thresholded(wild, schedule, "static", observe=lambda t, x0: seen.append((t, x0)))(x, tt)
     a, s = schedule.alpha(tt)[:, None, None, None], schedule.sigma(tt)[:, None, None, None]
@@ -326,5 +326,6 @@ def test_thresholded_method_as_a_function_of_t_and_the_observer():
         switch(x, torch.tensor([0.2, 0.9, 0.9, 0.9]))
     with pytest.raises(ValueError, match="method must be"):
         thresholded(wild, schedule, lambda t: "clip")(x, tt)
-    with pytest.raises(ValueError, match="percentile must be"):
-        thresholded(wild, schedule, lambda t: "static", 1.5)
+    for method in ("static", lambda t: "static"):
+        with pytest.raises(ValueError, match="percentile must be"):
+            thresholded(wild, schedule, method, 1.5)

@@ -31,6 +31,7 @@ from _results import identify, write_results  # noqa: E402
 from course_utils import REPO_ROOT  # noqa: E402
 from course_utils.ddpm import ddim_sample  # noqa: E402
 from course_utils.guidance import classifier_free_guidance, thresholded  # noqa: E402
+from course_utils.metrics import paired_difference  # noqa: E402
 from course_utils.pretrain import checkpoint_path, load_pretrained  # noqa: E402
 from course_utils.pretrain_t2i import glide_schedule  # noqa: E402
 from course_utils.shapes import attribute_agreement, shape_scenes, tokenize  # noqa: E402
@@ -82,11 +83,11 @@ def main() -> dict:
             right = agree["all"].double()
             if name == "static":
                 static_right = right
-            diff = right - static_right
+            minus, minus_se = paired_difference(right, static_right)
             row = {"w": w, "method": name, "saturation": round(saturation(x), 4),
                    "all_right": round(right.mean().item(), 3),
-                   "minus_static": round(diff.mean().item(), 3),
-                   "minus_static_se": round(diff.std().item() / len(diff) ** 0.5, 3),
+                   "minus_static": round(minus, 3),
+                   "minus_static_se": round(minus_se, 3),
                    "per_attribute": {k: round(v.double().mean().item(), 3) for k, v in agree.items() if k != "all"},
                    "median_quantile_per_step": steps}
             rows.append(row)

@@ -22,7 +22,7 @@ from .tensors import randn
 
 __all__ = ["energy_distance", "sliced_wasserstein", "noise_floor", "distance_ratio", "mode_weights",
            "sample_quality", "gaussian_frechet", "frechet_distance", "classifier_report", "flops_per_item",
-           "interleaved_best_seconds"]
+           "interleaved_best_seconds", "paired_difference"]
 
 
 def _pair(x, y):
@@ -208,3 +208,31 @@ def interleaved_best_seconds(calls: dict, rounds: int = 5, warmup: int = 1) -> d
             if rnd >= warmup:
                 best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def paired_difference(a, b, groups=None) -> tuple[float, float]:
+    """The mean of a - b over paired items (say, whether each image was judged right under two settings with
+    the same captions and noise) and its standard error. Without ``groups`` the items count as independent:
+    std(d) / sqrt(n). With ``groups`` (one label per item, such as its caption), items that share a label may
+    succeed or fail together, and the standard error is the cluster-robust one over the G labels (CR1, Liang
+    and Zeger's with the factor G / (G - 1)): with D_g the sum of (d_i - mean d) over the items of label g,
+    se = sqrt(G / (G - 1) * sum_g D_g^2) / n, which equals the plain one when every item has its own label.
+    With few groups, read mean / se as a t statistic with G - 1 degrees of freedom. ``b`` all zeros gives the
+    standard error of a's own mean."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"a and b must be 1-D with the same length of at least 2, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    d = a - b
+    if groups is None:
+        return d.mean().item(), d.std().item() / math.sqrt(len(d))
+    groups = list(groups)
+    if len(groups) != len(d):
+        raise ValueError(f"groups must have one label per item ({len(d)}), got {len(groups)}")
+    labels = {g: k for k, g in enumerate(dict.fromkeys(groups))}
+    if len(labels) < 2:
+        raise ValueError("groups must hold at least 2 different labels")
+    index = torch.tensor([labels[g] for g in groups], device=d.device)
+    sums = torch.zeros(len(labels), dtype=torch.float64, device=d.device).index_add_(0, index, d - d.mean())
+    G = len(labels)
+    return d.mean().item(), math.sqrt(G / (G - 1) * sums.pow(2).sum().item()) / len(d)

@@ -170,3 +170,25 @@ def test_interleaved_best_seconds_takes_the_fastest_counted_call_of_each(monkeyp
         interleaved_best_seconds({})
     with pytest.raises(ValueError, match="rounds"):
         interleaved_best_seconds({"a": timed("a")}, rounds=0)
+
+
+def test_paired_difference_plain_and_clustered_standard_errors():
+    from course_utils.metrics import paired_difference
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(50, generator=g) < 0.7).double(), (torch.rand(50, generator=g) < 0.5).double()
+    m, se = paired_difference(a, b)
+    assert m == pytest.approx((a - b).mean().item()) and se == pytest.approx((a - b).std().item() / math.sqrt(50))
+    # every item its own group: the clustered standard error is the plain one
+    assert paired_difference(a, b, groups=range(50)) == pytest.approx((m, se))
+    # by hand: d = 1, 1, 0, 0 in groups A, A, B, B: mean 1/2, group sums of d - 1/2: +1 and -1,
+    # se = sqrt(2 / 1 * 2) / 4 = 1/2, against the plain sqrt(1/3) / 2
+    d_a, d_b = torch.tensor([1.0, 1.0, 0.0, 0.0]), torch.zeros(4)
+    assert paired_difference(d_a, d_b, groups="AABB") == pytest.approx((0.5, 0.5))
+    assert paired_difference(d_a, d_b) == pytest.approx((0.5, math.sqrt(1 / 3) / 2))
+    assert paired_difference(d_a, d_b, groups="ABAB") == pytest.approx((0.5, 0.0))  # each group's sum is 0
+    with pytest.raises(ValueError, match="a and b must be 1-D"):
+        paired_difference(d_a, torch.zeros(3))
+    with pytest.raises(ValueError, match="groups must have one label per item"):
+        paired_difference(d_a, d_b, groups="AAB")
+    with pytest.raises(ValueError, match="at least 2 different labels"):
+        paired_difference(d_a, d_b, groups="AAAA")

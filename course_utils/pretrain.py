@@ -24,6 +24,8 @@
     python -m course_utils.pretrain imagen_sr          # ... and its 8x8 -> 16x16 super-resolution stage,
     python -m course_utils.pretrain shape_autoencoder  # ... latent diffusion's autoencoder,
     python -m course_utils.pretrain latent_shapes      # ... and its latent text-conditional U-Net
+    python -m course_utils.pretrain --chapter 5        # all of one chapter's, in place, dependencies first
+    python -m course_utils.pretrain --list             # each checkpoint's recorded steps and seconds, per chapter
 
 Each entry records its configuration, the number of iterations and the training time in the
 checkpoint's ``extra`` so the notebook that loads it can rebuild the model and report them.
@@ -53,7 +55,8 @@ __all__ = ["CNF_GMM_CONFIG", "CNF_GMM_HUTCHINSON_CONFIG", "make_cnf", "pretrain_
            "NOISY_CLASSIFIER_CONFIG", "make_time_classifier", "noisy_accuracy", "pretrain_noisy_digit_classifier",
            "NCSN_DIGITS_CONFIG", "make_ncsn", "ncsn_sigmas", "pretrain_ncsn_digits", "TINTED_DIGITS_CONFIG",
            "pretrain_tinted_digits", "LOWRES_DIGITS_CONFIG", "SR_DIGITS_CONFIG", "SR_AUG_DIGITS_CONFIG", "downsample",
-           "upsample", "pretrain_lowres_digits", "pretrain_sr_digits", "pretrain_sr_aug_digits"]
+           "upsample", "pretrain_lowres_digits", "pretrain_sr_digits", "pretrain_sr_aug_digits", "CHAPTERS",
+           "recorded_times"]
 
 # Chapter 0: a CNF (FFJORD with the exact trace: D = 2) on the course's 2-D Gaussian mixture.
 CNF_GMM_CONFIG = dict(hidden=64, n_layers=3, T=1.0, rtol=1e-4, atol=1e-4, iters=1500, batch=512,
@@ -407,6 +410,39 @@ _BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm), "cnf_gmm_hutchinson": (mak
              "sr_aug_digits": (make_unet, pretrain_sr_aug_digits), **_T2I_BUILDERS}
 
 
+# Which chapter's notebook first loads each checkpoint, in an order that regenerates every checkpoint after the
+# ones its training reads (chapter 5's: CLIP before the models on its text encoder, glide_shapes before the unCLIP
+# decoder fine-tuned from it, the judge and the autoencoder before the latent U-Net)
+CHAPTERS = {0: ["cnf_gmm", "cnf_gmm_hutchinson"], 3: ["digit_classifier", "ddpm_digits"],
+            4: ["cfg_digits", "noisy_digit_classifier", "top_half_classifier", "ncsn_digits", "tinted_digits",
+                "lowres_digits", "sr_digits", "sr_aug_digits"], 5: list(_T2I_BUILDERS)}
+
+
+def recorded_times(chapter: int | None = None) -> list[dict]:
+    """Each shipped checkpoint (of ``chapter``, or all) with the training steps and seconds recorded in it
+    when it was made: ``[{"chapter", "name", "steps", "seconds", "torch"}, ...]``."""
+    if chapter is not None and chapter not in CHAPTERS:
+        raise ValueError(f"chapter must be one of {sorted(CHAPTERS)} (the chapters with checkpoints), got {chapter!r}")
+    rows = []
+    for ch, names in CHAPTERS.items():
+        for name in names if chapter in (None, ch) else []:
+            state = load_checkpoint(checkpoint_path(name))
+            rows.append({"chapter": ch, "name": name, "steps": state["step"], "seconds": state["extra"]["seconds"],
+                         "torch": state["extra"].get("torch_version", "?")})
+    return rows
+
+
+def _print_times(rows: list[dict]) -> None:
+    print(f"{'chapter':>7}  {'checkpoint':<24}{'steps':>7}{'seconds':>9}  torch")
+    for r in rows:
+        print(f"{r['chapter']:>7}  {r['name']:<24}{r['steps']:>7}{r['seconds']:>9.0f}  {r['torch']}")
+    for ch in sorted({r["chapter"] for r in rows}):
+        total = sum(r["seconds"] for r in rows if r["chapter"] == ch)
+        print(f"chapter {ch}: {total:.0f} s ({total / 60:.0f} min) of training, as recorded")
+    print("(seconds as measured when each was made, on a 2-core CPU, some on busy days; "
+          "loading data and saving are not counted)")
+
+
 def load_pretrained(name: str, path: str | None = None):
     """Rebuild a shipped model and load its weights. Returns (model, extra) with ``extra`` holding
     the configuration, loss history and training seconds recorded by this module."""
@@ -434,14 +470,32 @@ def check_trained_schedule(schedule: DiscreteSchedule, extra: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=sorted(_BUILDERS))
+    parser.add_argument("name", nargs="?", choices=sorted(_BUILDERS))
+    parser.add_argument("--chapter", type=int, choices=sorted(CHAPTERS), default=None,
+                        help="regenerate every checkpoint of this chapter in place, one after another, in an order "
+                             "that trains each after the checkpoints it reads")
+    parser.add_argument("--list", action="store_true",
+                        help="print each shipped checkpoint's recorded steps and training seconds (of --chapter, "
+                             "or all) and each chapter's total; trains nothing")
     parser.add_argument("--out", default=None, help="where to write (default: data/checkpoints/NAME.pt)")
     parser.add_argument("--iters", type=int, default=None, help="override the number of iterations")
     args = parser.parse_args(argv)
-    result = _BUILDERS[args.name][1](args.out, args.iters)
-    print(f"wrote {result['path']} in {result['seconds']:.0f} s (final loss {result['final_loss']:.4f})")
-    if "held_out_accuracy" in result:
-        print("held-out accuracy:", result["held_out_accuracy"])
+    if args.list:
+        if args.name or args.out or args.iters is not None:
+            parser.error("--list takes no NAME, --out or --iters (it only reads the shipped checkpoints)")
+        _print_times(recorded_times(args.chapter))
+        return 0
+    if (args.name is None) == (args.chapter is None):
+        parser.error("give one checkpoint NAME or --chapter N (or --list)")
+    if args.chapter is not None and args.out:
+        parser.error("--out names one file: with --chapter the checkpoints are written in place, where the "
+                     "later ones read the earlier")
+    names = [args.name] if args.name else CHAPTERS[args.chapter]
+    for name in names:
+        result = _BUILDERS[name][1](args.out, args.iters)
+        print(f"wrote {result['path']} in {result['seconds']:.0f} s (final loss {result['final_loss']:.4f})")
+        if "held_out_accuracy" in result:
+            print("held-out accuracy:", result["held_out_accuracy"])
     return 0
 
 

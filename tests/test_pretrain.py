@@ -359,3 +359,52 @@ def test_thresholding_results_measure_the_shipped_glide_model():
         assert abs(first_half["minus_static"]) <= 2 * first_half["minus_static_se"]
         assert rows[w, "static"]["saturation"] > result["data_saturation"] > low["saturation"]
     assert loses(rows[10.0, "dynamic p=0.995"]) and loses(rows[30.0, "dynamic p=0.995"])
+
+
+def test_chapters_list_every_checkpoint_once():
+    from course_utils.pretrain import _BUILDERS, CHAPTERS
+    names = [n for names in CHAPTERS.values() for n in names]
+    assert sorted(names) == sorted(_BUILDERS) and len(names) == len(set(names))
+
+
+def test_chapter5_order_trains_each_checkpoint_after_those_it_reads(tmp_path, monkeypatch):
+    """Run every chapter-5 builder for one step on a few scenes, in CHAPTERS' order, recording the checkpoints
+    each reads: each must come earlier in the order (``--chapter 5`` regenerates them in place, one by one)."""
+    from course_utils import pretrain_t2i
+    from course_utils.pretrain import CHAPTERS
+    real_scenes, real_frozen = pretrain_t2i.shape_scenes, pretrain_t2i.frozen
+    monkeypatch.setattr(pretrain_t2i, "shape_scenes", lambda n, *a, **k: real_scenes(min(n, 300), *a, **k))
+    reads = {}
+
+    def recording(name, path=None):
+        reads.setdefault(current, set()).add(name)
+        return real_frozen(name, path)
+
+    monkeypatch.setattr(pretrain_t2i, "frozen", recording)
+    for current in CHAPTERS[5]:
+        pretrain_t2i.BUILDERS[current][1](str(tmp_path / f"{current}.pt"), 1, progress=False)
+    order = CHAPTERS[5]
+    assert reads["unclip_decoder"] >= {"glide_shapes", "clip_shapes"} and "shape_judge" in reads["shape_autoencoder"]
+    for name, needed in reads.items():
+        assert all(order.index(n) < order.index(name) for n in needed), (name, needed)
+
+
+def test_list_prints_the_recorded_seconds_and_totals(capsys):
+    from course_utils.pretrain import main, recorded_times
+    rows = recorded_times(5)
+    assert [r["name"] for r in rows][:2] == ["shape_judge", "clip_shapes"] and all(r["seconds"] > 0 for r in rows)
+    assert main(["--list", "--chapter", "5"]) == 0
+    out = capsys.readouterr().out
+    assert f"chapter 5: {sum(r['seconds'] for r in rows):.0f} s" in out and "glide_pooled" in out
+    assert "chapter 4" not in out
+    with pytest.raises(ValueError, match="chapter must be one of"):
+        recorded_times(1)
+
+
+@pytest.mark.parametrize("argv", [[], ["shape_judge", "--chapter", "5"], ["--chapter", "5", "--out", "x.pt"],
+                                  ["--list", "shape_judge"], ["--chapter", "2"]])
+def test_pretrain_command_line_refuses_ambiguous_requests(argv, capsys):
+    from course_utils.pretrain import main
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2 and "error:" in capsys.readouterr().err

@@ -210,7 +210,7 @@ def interleaved_best_seconds(calls: dict, rounds: int = 5, warmup: int = 1) -> d
     return best
 
 
-def paired_difference(a, b, groups=None) -> tuple[float, float]:
+def paired_difference(a, b=None, groups=None) -> tuple[float, float]:
     """The mean of a - b over paired items (say, whether each image was judged right under two settings with
     the same captions and noise) and its standard error. Without ``groups`` the items count as independent:
     std(d) / sqrt(n). With ``groups`` (one label per item, such as its caption), items that share a label may
@@ -218,8 +218,9 @@ def paired_difference(a, b, groups=None) -> tuple[float, float]:
     and Zeger's with the factor G / (G - 1)): with D_g the sum of (d_i - mean d) over the items of label g,
     se = sqrt(G / (G - 1) * sum_g D_g^2) / n, which equals the plain one when every item has its own label.
     With few groups, read mean / se as a t statistic with G - 1 degrees of freedom. ``b`` all zeros gives the
-    standard error of a's own mean."""
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    standard error of a's own mean, as does ``b=None``."""
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.zeros_like(a) if b is None else torch.as_tensor(b, dtype=torch.float64)
     if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
         raise ValueError(f"a and b must be 1-D with the same length of at least 2, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")

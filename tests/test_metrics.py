@@ -186,6 +186,9 @@ def test_paired_difference_plain_and_clustered_standard_errors():
     assert paired_difference(d_a, d_b, groups="AABB") == pytest.approx((0.5, 0.5))
     assert paired_difference(d_a, d_b) == pytest.approx((0.5, math.sqrt(1 / 3) / 2))
     assert paired_difference(d_a, d_b, groups="ABAB") == pytest.approx((0.5, 0.0))  # each group's sum is 0
+    # no b: a's own mean and standard error, plain or clustered
+    assert paired_difference(a) == pytest.approx((a.mean().item(), a.std().item() / math.sqrt(50)))
+    assert paired_difference(d_a, groups="AABB") == pytest.approx((0.5, 0.5))
     with pytest.raises(ValueError, match="a and b must be 1-D"):
         paired_difference(d_a, torch.zeros(3))
     with pytest.raises(ValueError, match="groups must have one label per item"):

@@ -26,3 +26,25 @@ def write_results(out: str, command: str, **fields) -> dict:
         json.dump(result, f, indent=1)
     print(f"written to {out}")
     return result
+
+
+def stored_or_trained(name: str, path: str, config: dict, train, fresh: bool = False):
+    """A benchmark's own variant of the shipped checkpoint ``name``: loaded from ``path`` if that file holds
+    exactly ``config`` (and not ``fresh``), else trained first by ``train(path)``. Returns (model, extra) with
+    ``extra["trained_this_run"]`` and ``extra["checkpoint"]`` (path and SHA-1) added."""
+    from course_utils.pretrain import load_pretrained
+
+    def same(a, b) -> bool:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)   # tuples stored as lists
+
+    if os.path.isfile(path) and not fresh:
+        model, extra = load_pretrained(name, path)
+        if same(extra["config"], config):
+            return model, dict(extra, trained_this_run=False, checkpoint=identify(path))
+        print(f"{path} holds another configuration: retraining")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    train(path)
+    model, extra = load_pretrained(name, path)
+    if not same(extra["config"], config):
+        raise RuntimeError(f"train wrote a checkpoint of another configuration to {path}")
+    return model, dict(extra, trained_this_run=True, checkpoint=identify(path))

@@ -18,7 +18,6 @@ them the same way:
 with the pixel-space GLIDE U-Net (glide_shapes) measured alongside, and writes data/results/latent_recipes.json.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _results import identify, write_results  # noqa: E402
+from _results import identify, stored_or_trained, write_results  # noqa: E402
 
 from course_utils import REPO_ROOT  # noqa: E402
 from course_utils.metrics import flops_per_item, interleaved_best_seconds  # noqa: E402
@@ -46,22 +45,31 @@ OUT = os.path.join(REPO_ROOT, "data", "results", "latent_recipes.json")
 RUN_DIR = os.path.join(REPO_ROOT, "build", "latent_recipes")
 
 
-def _same(a, b) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
 def recipe_model(name: str, config: dict, fresh: bool):
     """The checkpoint of one recipe: loaded if one of exactly this configuration is stored, else trained."""
     path = os.path.join(RUN_DIR, name.replace(" ", "_").replace(",", "") + ".pt")
-    if os.path.isfile(path) and not fresh:
-        model, extra = load_pretrained("latent_shapes", path)
-        if _same(extra["config"], config):
-            return model, dict(extra, trained_this_run=False, checkpoint=identify(path))
-        print(f"{path} holds another configuration: retraining")
-    os.makedirs(RUN_DIR, exist_ok=True)
-    pretrain_latent_shapes(path, progress=False, config=config)
-    model, extra = load_pretrained("latent_shapes", path)
-    return model, dict(extra, trained_this_run=True, checkpoint=identify(path))
+    return stored_or_trained("latent_shapes", path, config,
+                             lambda p: pretrain_latent_shapes(p, progress=False, config=config), fresh)
+
+
+def caption_sets() -> tuple[list, dict]:
+    """The captions every model is measured on: 300 one-object test captions, and notebook 05's four sets of 100."""
+    one_300 = shape_scenes(300, "test", seed=14, pair_fraction=0.0)[1]
+    sets = {"one object": shape_scenes(100, "test", seed=14, pair_fraction=0.0)[1],
+            "novel caption": shape_scenes(100, "novel", seed=14, pair_fraction=0.0)[1],
+            "held-out pair": shape_scenes(100, "heldout", seed=14, pair_fraction=0.0)[1],
+            "two objects": shape_scenes(100, "test", seed=14, pair_fraction=1.0)[1]}
+    return one_300, sets
+
+
+def attribute_scores(judge, draw, one_300, sets) -> dict:
+    """Every attribute right (the judge) for ``draw(captions, w)``'s images: the 300 one-object captions at
+    w = 1.5, 2, 3, 5 and each set of 100 at w = 3."""
+    def right(images, caps) -> float:
+        return round(attribute_agreement(judge, images, caps)["all"].double().mean().item(), 4)
+
+    return {"one_object_300": {str(w): right(draw(one_300, w), one_300) for w in (1.5, 2.0, 3.0, 5.0)},
+            "sets_100_w3": {key: right(draw(caps, 3.0), caps) for key, caps in sets.items()}}
 
 
 def main(argv=None) -> dict:
@@ -74,14 +82,7 @@ def main(argv=None) -> dict:
     ae, _ = load_pretrained("shape_autoencoder")
     models = {name: recipe_model(name, config, args.fresh) for name, config in RECIPES.items()}
 
-    one_300 = shape_scenes(300, "test", seed=14, pair_fraction=0.0)[1]
-    sets = {"one object": shape_scenes(100, "test", seed=14, pair_fraction=0.0)[1],
-            "novel caption": shape_scenes(100, "novel", seed=14, pair_fraction=0.0)[1],
-            "held-out pair": shape_scenes(100, "heldout", seed=14, pair_fraction=0.0)[1],
-            "two objects": shape_scenes(100, "test", seed=14, pair_fraction=1.0)[1]}
-
-    def right(images, caps) -> float:
-        return round(attribute_agreement(judge, images, caps)["all"].double().mean().item(), 4)
+    one_300, sets = caption_sets()
 
     def sampler(model, extra):
         if model is glide:
@@ -120,8 +121,7 @@ def main(argv=None) -> dict:
             "train_seconds": round(extra["seconds"], 1),
             "trained_this_run": extra.get("trained_this_run", False),
             "checkpoint": extra["checkpoint"],
-            "one_object_300": {str(w): right(draw(one_300, w), one_300) for w in (1.5, 2.0, 3.0, 5.0)},
-            "sets_100_w3": {key: right(draw(caps, 3.0), caps) for key, caps in sets.items()},
+            **attribute_scores(judge, draw, one_300, sets),
             "gflop_per_image": round((40 * net_flops + (0 if pixel else decode_flops)) / 1e9, 3),
             "ms_per_image": round((20 * per_call + (0 if pixel else best["decode"])) / 100 * 1e3, 2),
         }

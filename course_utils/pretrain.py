@@ -24,7 +24,8 @@
     python -m course_utils.pretrain imagen_sr          # ... and its 8x8 -> 16x16 super-resolution stage,
     python -m course_utils.pretrain shape_autoencoder  # ... latent diffusion's autoencoder,
     python -m course_utils.pretrain latent_shapes      # ... and its latent text-conditional U-Net
-    python -m course_utils.pretrain --chapter 5        # all of one chapter's, in place, dependencies first
+    python -m course_utils.pretrain --chapter 5        # all of one chapter's, overwriting data/checkpoints/,
+                                                       # each after those it reads (--from NAME to resume)
     python -m course_utils.pretrain --list             # each checkpoint's recorded steps and seconds, per chapter
 
 Each entry records its configuration, the number of iterations and the training time in the
@@ -411,11 +412,14 @@ _BUILDERS = {"cnf_gmm": (make_cnf, pretrain_cnf_gmm), "cnf_gmm_hutchinson": (mak
 
 
 # Which chapter's notebook first loads each checkpoint, in an order that regenerates every checkpoint after the
-# ones its training reads (chapter 5's: CLIP before the models on its text encoder, glide_shapes before the unCLIP
-# decoder fine-tuned from it, the judge and the autoencoder before the latent U-Net)
+# ones its training reads (chapter 5's: the judge before the autoencoder, which it scores; CLIP before the models on
+# its text encoder; glide_shapes before the unCLIP decoder fine-tuned from it; the autoencoder before the latent
+# U-Net). Chapters 0, 3 and 4 train on data alone (notebook 04 also loads chapter 3's two).
 CHAPTERS = {0: ["cnf_gmm", "cnf_gmm_hutchinson"], 3: ["digit_classifier", "ddpm_digits"],
             4: ["cfg_digits", "noisy_digit_classifier", "top_half_classifier", "ncsn_digits", "tinted_digits",
-                "lowres_digits", "sr_digits", "sr_aug_digits"], 5: list(_T2I_BUILDERS)}
+                "lowres_digits", "sr_digits", "sr_aug_digits"],
+            5: ["shape_judge", "clip_shapes", "noisy_clip", "glide_shapes", "glide_pooled", "unclip_decoder",
+                "unclip_prior", "shape_autoencoder", "latent_shapes", "imagen_base", "imagen_sr"]}
 
 
 def recorded_times(chapter: int | None = None) -> list[dict]:
@@ -470,28 +474,53 @@ def check_trained_schedule(schedule: DiscreteSchedule, extra: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", nargs="?", choices=sorted(_BUILDERS))
-    parser.add_argument("--chapter", type=int, choices=sorted(CHAPTERS), default=None,
-                        help="regenerate every checkpoint of this chapter in place, one after another, in an order "
-                             "that trains each after the checkpoints it reads")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("name", nargs="?", metavar="NAME", choices=sorted(_BUILDERS),
+                      help="the checkpoint to regenerate, one of: " + ", ".join(sorted(_BUILDERS)))
+    what.add_argument("--chapter", type=int, choices=sorted(CHAPTERS), default=None,
+                      help="regenerate every checkpoint of this chapter, overwriting data/checkpoints/*.pt (git "
+                           "checkout data/checkpoints restores the shipped ones), one after another, each after the "
+                           "checkpoints its training reads; notebook 04 also needs chapter 3's")
+    parser.add_argument("--from", dest="start", metavar="NAME", default=None,
+                        help="with --chapter: start at this checkpoint (to finish an interrupted run)")
     parser.add_argument("--list", action="store_true",
                         help="print each shipped checkpoint's recorded steps and training seconds (of --chapter, "
                              "or all) and each chapter's total; trains nothing")
-    parser.add_argument("--out", default=None, help="where to write (default: data/checkpoints/NAME.pt)")
-    parser.add_argument("--iters", type=int, default=None, help="override the number of iterations")
+    parser.add_argument("--out", default=None, help="with NAME: where to write (default: data/checkpoints/NAME.pt)")
+    parser.add_argument("--iters", type=int, default=None, help="with NAME: override the number of iterations")
     args = parser.parse_args(argv)
     if args.list:
-        if args.name or args.out or args.iters is not None:
-            parser.error("--list takes no NAME, --out or --iters (it only reads the shipped checkpoints)")
-        _print_times(recorded_times(args.chapter))
+        for option, given in (("NAME", args.name), ("--out", args.out), ("--iters", args.iters),
+                              ("--from", args.start)):
+            if given is not None:
+                parser.error(f"--list trains nothing and takes no {option}")
+        try:
+            _print_times(recorded_times(args.chapter))
+        except FileNotFoundError as err:
+            parser.exit(1, f"{err}\n")
         return 0
-    if (args.name is None) == (args.chapter is None):
+    if args.name is None and args.chapter is None:
         parser.error("give one checkpoint NAME or --chapter N (or --list)")
-    if args.chapter is not None and args.out:
-        parser.error("--out names one file: with --chapter the checkpoints are written in place, where the "
-                     "later ones read the earlier")
-    names = [args.name] if args.name else CHAPTERS[args.chapter]
-    for name in names:
+    if args.iters is not None and args.iters < 1:
+        parser.error(f"--iters must be at least 1, got {args.iters}")
+    if args.chapter is not None:
+        for option, given in (("--out", args.out), ("--iters", args.iters)):
+            if given is not None:
+                parser.error(f"{option} is for one NAME: --chapter writes each checkpoint where the later ones "
+                             "read it, so it takes neither --out nor --iters")
+        names = CHAPTERS[args.chapter]
+        if args.start is not None:
+            if args.start not in names:
+                parser.error(f"--from must name a checkpoint of chapter {args.chapter} ({', '.join(names)}), "
+                             f"got {args.start!r}")
+            names = names[names.index(args.start):]
+    elif args.start is not None:
+        parser.error("--from goes with --chapter")
+    else:
+        names = [args.name]
+    for k, name in enumerate(names, 1):
+        if len(names) > 1:
+            print(f"[{k}/{len(names)}] {name}", flush=True)
         result = _BUILDERS[name][1](args.out, args.iters)
         print(f"wrote {result['path']} in {result['seconds']:.0f} s (final loss {result['final_loss']:.4f})")
         if "held_out_accuracy" in result:

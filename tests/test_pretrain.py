@@ -367,26 +367,28 @@ def test_chapters_list_every_checkpoint_once():
     assert sorted(names) == sorted(_BUILDERS) and len(names) == len(set(names))
 
 
-def test_chapter5_order_trains_each_checkpoint_after_those_it_reads(tmp_path, monkeypatch):
-    """Run every chapter-5 builder for one step on a few scenes, in CHAPTERS' order, recording the checkpoints
-    each reads: each must come earlier in the order (``--chapter 5`` regenerates them in place, one by one)."""
-    from course_utils import pretrain_t2i
-    from course_utils.pretrain import CHAPTERS
-    real_scenes, real_frozen = pretrain_t2i.shape_scenes, pretrain_t2i.frozen
+def test_chapter_order_trains_each_checkpoint_after_those_it_reads(tmp_path, monkeypatch):
+    """Run every builder for one step (chapter 5's on a few scenes), chapter by chapter in CHAPTERS' order,
+    recording every checkpoint each loads (all loads go through pretrain.load_checkpoint): each must be of its own
+    chapter and come earlier in the order (``--chapter N`` regenerates them in place, one by one)."""
+    from course_utils import pretrain, pretrain_t2i
+    real_scenes, real_load = pretrain_t2i.shape_scenes, pretrain.load_checkpoint
     monkeypatch.setattr(pretrain_t2i, "shape_scenes", lambda n, *a, **k: real_scenes(min(n, 300), *a, **k))
-    reads = {}
+    reads, current = {}, [None]
 
-    def recording(name, path=None):
-        reads.setdefault(current, set()).add(name)
-        return real_frozen(name, path)
+    def recording(path, *args, **kwargs):
+        reads.setdefault(current[0], set()).add(os.path.basename(path)[:-3])
+        return real_load(path, *args, **kwargs)
 
-    monkeypatch.setattr(pretrain_t2i, "frozen", recording)
-    for current in CHAPTERS[5]:
-        pretrain_t2i.BUILDERS[current][1](str(tmp_path / f"{current}.pt"), 1, progress=False)
-    order = CHAPTERS[5]
+    monkeypatch.setattr(pretrain, "load_checkpoint", recording)
+    for chapter, order in pretrain.CHAPTERS.items():
+        for name in order:
+            current[0] = name
+            pretrain._BUILDERS[name][1](str(tmp_path / f"{name}.pt"), 1, progress=False)
+            needed = reads.get(name, set()) - {name}        # its own file, read back after saving
+            assert all(n in order[:order.index(name)] for n in needed), (chapter, name, needed)
     assert reads["unclip_decoder"] >= {"glide_shapes", "clip_shapes"} and "shape_judge" in reads["shape_autoencoder"]
-    for name, needed in reads.items():
-        assert all(order.index(n) < order.index(name) for n in needed), (name, needed)
+    assert "shape_autoencoder" in reads["latent_shapes"]
 
 
 def test_list_prints_the_recorded_seconds_and_totals(capsys):
@@ -401,10 +403,51 @@ def test_list_prints_the_recorded_seconds_and_totals(capsys):
         recorded_times(1)
 
 
-@pytest.mark.parametrize("argv", [[], ["shape_judge", "--chapter", "5"], ["--chapter", "5", "--out", "x.pt"],
-                                  ["--list", "shape_judge"], ["--chapter", "2"]])
-def test_pretrain_command_line_refuses_ambiguous_requests(argv, capsys):
-    from course_utils.pretrain import main
+REFUSALS = [([], "give one checkpoint NAME or --chapter N"), (["shape_judge", "--chapter", "5"], "not allowed with"),
+            (["--chapter", "5", "--out", "x.pt"], "--out is for one NAME"),
+            (["--chapter", "5", "--iters", "3"], "--iters is for one NAME"),
+            (["--list", "shape_judge"], "takes no NAME"), (["--list", "--out", "x.pt"], "takes no --out"),
+            (["--list", "--iters", "1"], "takes no --iters"), (["--chapter", "2"], "invalid choice: 2"),
+            (["shape_judge", "--iters", "0"], "--iters must be at least 1"),
+            (["shape_judge", "--from", "clip_shapes"], "--from goes with --chapter"),
+            (["--chapter", "5", "--from", "ddpm_digits"], "--from must name a checkpoint of chapter 5")]
+
+
+def _stub_builders(monkeypatch, train):
+    """Replace every builder's training function by ``train(name)`` (nothing is trained or written)."""
+    from course_utils import pretrain
+    stubs = {name: (make, train(name)) for name, (make, _) in pretrain._BUILDERS.items()}
+    monkeypatch.setattr(pretrain, "_BUILDERS", stubs)
+
+
+@pytest.mark.parametrize("argv, message", REFUSALS)
+def test_pretrain_command_line_refuses_ambiguous_requests(argv, message, capsys, monkeypatch):
+    from course_utils import pretrain
+
+    def must_not_train(name):
+        def train(*args, **kwargs):
+            raise AssertionError(f"a refused request started training {name}")
+        return train
+
+    _stub_builders(monkeypatch, must_not_train)
     with pytest.raises(SystemExit) as err:
-        main(argv)
-    assert err.value.code == 2 and "error:" in capsys.readouterr().err
+        pretrain.main(argv)
+    assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_pretrain_chapter_runs_in_order_and_resumes_from_a_name(capsys, monkeypatch):
+    from course_utils import pretrain
+    ran = []
+    def recording(name):
+        def train(path, iters):
+            ran.append((name, path, iters))
+            return {"path": name, "seconds": 1.0, "final_loss": 0.0}
+        return train
+
+    _stub_builders(monkeypatch, recording)
+    assert pretrain.main(["--chapter", "5"]) == 0
+    assert ran == [(name, None, None) for name in pretrain.CHAPTERS[5]]
+    ran.clear()
+    assert pretrain.main(["--chapter", "5", "--from", "latent_shapes"]) == 0
+    assert [name for name, _, _ in ran] == ["latent_shapes", "imagen_base", "imagen_sr"]
+    assert "[1/3] latent_shapes" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from .tensors import randn
 
 __all__ = ["energy_distance", "sliced_wasserstein", "noise_floor", "distance_ratio", "mode_weights",
            "sample_quality", "gaussian_frechet", "frechet_distance", "classifier_report", "flops_per_item",
-           "interleaved_best_seconds", "paired_difference"]
+           "interleaved_best_seconds", "paired_difference", "mean_se"]
 
 
 def _pair(x, y):
@@ -193,7 +193,8 @@ def interleaved_best_seconds(calls: dict, rounds: int = 5, warmup: int = 1) -> d
     rounds that are not counted, then ``rounds`` rounds, each calling every function once in turn; for each,
     the fastest of its ``rounds`` calls. Interleaving gives every function the same share of whatever else
     the machine is doing, and the fastest call is the one least disturbed by it, so ratios between the
-    functions are fair on a busy machine (absolute times still vary from day to day). Runs under whatever
+    functions are fairer on a busy machine than separate timings, though they still move with its load
+    (absolute times more so). Runs under whatever
     grad mode the caller set (wrap in ``torch.no_grad()`` to time inference)."""
     if not isinstance(calls, dict) or not calls or not all(callable(f) for f in calls.values()):
         raise ValueError("calls must be a non-empty dict of name -> function of no arguments")
@@ -210,30 +211,37 @@ def interleaved_best_seconds(calls: dict, rounds: int = 5, warmup: int = 1) -> d
     return best
 
 
-def paired_difference(a, b=None, groups=None) -> tuple[float, float]:
-    """The mean of a - b over paired items (say, whether each image was judged right under two settings with
-    the same captions and noise) and its standard error. Without ``groups`` the items count as independent:
-    std(d) / sqrt(n). With ``groups`` (one label per item, such as its caption), items that share a label may
-    succeed or fail together, and the standard error is the cluster-robust one over the G labels (CR1, Liang
-    and Zeger's with the factor G / (G - 1)): with D_g the sum of (d_i - mean d) over the items of label g,
-    se = sqrt(G / (G - 1) * sum_g D_g^2) / n, which equals the plain one when every item has its own label.
-    With few groups, read mean / se as a t statistic with G - 1 degrees of freedom. ``b`` all zeros gives the
-    standard error of a's own mean, as does ``b=None``."""
+def mean_se(a, groups=None) -> tuple[float, float]:
+    """The mean of ``a`` and its standard error. Without ``groups`` the items count as independent:
+    std(a) / sqrt(n). With ``groups`` (one label per item, such as its caption) the standard error is the
+    cluster-robust one over the G labels (CR1, Liang and Zeger's with the factor G / (G - 1)): with A_g the
+    sum of (a_i - mean a) over the items of label g, se = sqrt(G / (G - 1) * sum_g A_g^2) / n, which equals
+    the plain one when every item has its own label. Clustering asks whether a result would hold for other
+    labels too (items that share a label may succeed or fail together); it is the conservative figure. With
+    few groups, read mean / se as a t statistic with G - 1 degrees of freedom."""
     a = torch.as_tensor(a, dtype=torch.float64)
-    b = torch.zeros_like(a) if b is None else torch.as_tensor(b, dtype=torch.float64)
-    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
-        raise ValueError(f"a and b must be 1-D with the same length of at least 2, got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    d = a - b
+    if a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"a must be 1-D with at least 2 items, got shape {tuple(a.shape)}")
     if groups is None:
-        return d.mean().item(), d.std().item() / math.sqrt(len(d))
-    groups = list(groups)
-    if len(groups) != len(d):
-        raise ValueError(f"groups must have one label per item ({len(d)}), got {len(groups)}")
+        return a.mean().item(), a.std().item() / math.sqrt(len(a))
+    groups = groups.tolist() if isinstance(groups, torch.Tensor) else list(groups)   # tensors hash by identity
+    if len(groups) != len(a):
+        raise ValueError(f"groups must have one label per item ({len(a)}), got {len(groups)}")
     labels = {g: k for k, g in enumerate(dict.fromkeys(groups))}
     if len(labels) < 2:
         raise ValueError("groups must hold at least 2 different labels")
-    index = torch.tensor([labels[g] for g in groups], device=d.device)
-    sums = torch.zeros(len(labels), dtype=torch.float64, device=d.device).index_add_(0, index, d - d.mean())
+    index = torch.tensor([labels[g] for g in groups], device=a.device)
+    sums = torch.zeros(len(labels), dtype=torch.float64, device=a.device).index_add_(0, index, a - a.mean())
     G = len(labels)
-    return d.mean().item(), math.sqrt(G / (G - 1) * sums.pow(2).sum().item()) / len(d)
+    return a.mean().item(), math.sqrt(G / (G - 1) * sums.pow(2).sum().item()) / len(a)
+
+
+def paired_difference(a, b, groups=None) -> tuple[float, float]:
+    """The mean of a - b over paired items (say, whether each image was judged right under two settings with
+    the same captions and noise) and its standard error, plain or clustered by ``groups``: ``mean_se(a - b,
+    groups)``."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"a and b must be 1-D with the same length of at least 2, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    return mean_se(a - b, groups)

@@ -186,9 +186,13 @@ def test_paired_difference_plain_and_clustered_standard_errors():
     assert paired_difference(d_a, d_b, groups="AABB") == pytest.approx((0.5, 0.5))
     assert paired_difference(d_a, d_b) == pytest.approx((0.5, math.sqrt(1 / 3) / 2))
     assert paired_difference(d_a, d_b, groups="ABAB") == pytest.approx((0.5, 0.0))  # each group's sum is 0
-    # no b: a's own mean and standard error, plain or clustered
-    assert paired_difference(a) == pytest.approx((a.mean().item(), a.std().item() / math.sqrt(50)))
-    assert paired_difference(d_a, groups="AABB") == pytest.approx((0.5, 0.5))
+    # mean_se: one column's mean and standard error, plain or clustered (labels may be a tensor)
+    from course_utils.metrics import mean_se
+    assert mean_se(a) == pytest.approx((a.mean().item(), a.std().item() / math.sqrt(50)))
+    assert mean_se(d_a, groups="AABB") == pytest.approx((0.5, 0.5))
+    assert mean_se(d_a, groups=torch.tensor([0, 0, 1, 1])) == pytest.approx((0.5, 0.5))
+    with pytest.raises(ValueError, match="a must be 1-D with at least 2 items"):
+        mean_se(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="a and b must be 1-D"):
         paired_difference(d_a, torch.zeros(3))
     with pytest.raises(ValueError, match="groups must have one label per item"):

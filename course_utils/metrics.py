@@ -194,8 +194,8 @@ def interleaved_best_seconds(calls: dict, rounds: int = 5, warmup: int = 1) -> d
     the fastest of its ``rounds`` calls. Interleaving gives every function the same share of whatever else
     the machine is doing, and the fastest call is the one least disturbed by it, so ratios between the
     functions are fairer on a busy machine than separate timings, though they still move with its load
-    (absolute times more so). Runs under whatever
-    grad mode the caller set (wrap in ``torch.no_grad()`` to time inference)."""
+    (absolute times more so). Runs under whatever grad mode the caller set (wrap in ``torch.no_grad()`` to time
+    inference)."""
     if not isinstance(calls, dict) or not calls or not all(callable(f) for f in calls.values()):
         raise ValueError("calls must be a non-empty dict of name -> function of no arguments")
     check_positive_int("rounds", rounds)

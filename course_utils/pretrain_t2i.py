@@ -286,9 +286,20 @@ def _pretrain_glide(default: dict, name: str, path, iters, progress) -> dict:
     return _train_text_unet(start_config(default, iters), name, path, progress)
 
 
-def pretrain_glide_shapes(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
-    """GLIDE's text-conditional U-Net on the training scenes (EMA weights saved)."""
-    return _pretrain_glide(GLIDE_CONFIG, "glide_shapes", path, iters, progress)
+def _variant(config: dict | None, default: dict, name: str) -> dict:
+    """``config`` (a benchmark's variant of a shipped recipe), or ``default`` if None; it must have the same keys."""
+    if config is None:
+        return default
+    if set(config) != set(default):
+        raise ValueError(f"config must have the keys of {name} {sorted(default)}, got {sorted(config)}")
+    return config
+
+
+def pretrain_glide_shapes(path: str | None = None, iters: int | None = None, progress: bool = True,
+                          config: dict | None = None) -> dict:
+    """GLIDE's text-conditional U-Net on the training scenes (EMA weights saved). ``config``: a variant of
+    ``GLIDE_CONFIG`` (default: it), as ``benchmarks/pretrain_budget.py`` compares."""
+    return _pretrain_glide(_variant(config, GLIDE_CONFIG, "GLIDE_CONFIG"), "glide_shapes", path, iters, progress)
 
 
 def pretrain_glide_pooled(path: str | None = None, iters: int | None = None, progress: bool = True) -> dict:
@@ -423,9 +434,7 @@ def pretrain_latent_shapes(path: str | None = None, iters: int | None = None, pr
     ``shape_autoencoder`` drawn afresh each step, captions through ``clip_shapes``' text encoder, frozen;
     15% empty captions; EMA weights saved. ``config``: a variant of ``LATENT_CONFIG`` (default: it), as
     ``benchmarks/latent_recipes.py`` compares."""
-    if config is not None and set(config) != set(LATENT_CONFIG):
-        raise ValueError(f"config must have the keys of LATENT_CONFIG {sorted(LATENT_CONFIG)}, got {sorted(config)}")
-    config = start_config(LATENT_CONFIG if config is None else config, iters)
+    config = start_config(_variant(config, LATENT_CONFIG, "LATENT_CONFIG"), iters)
     x, _, _ = shape_scenes(config["n_train"], "train")
     ae = frozen(config["ae"])
     with torch.no_grad():

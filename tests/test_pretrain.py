@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -299,6 +300,17 @@ def test_pretrain_latent_shapes_takes_a_variant_of_its_config(tmp_path):
         pretrain_latent_shapes(str(tmp_path / "w.pt"), iters=2, progress=False, config=dict(steps=2))
 
 
+def test_pretrain_glide_shapes_takes_a_variant_of_its_config(tmp_path):
+    """benchmarks/pretrain_budget.py trains variants of GLIDE_CONFIG: the variant is what is trained and saved."""
+    from course_utils.pretrain_t2i import GLIDE_CONFIG, pretrain_glide_shapes
+    pretrain_glide_shapes(str(tmp_path / "v.pt"), progress=False, config=dict(GLIDE_CONFIG, steps=2, batch=8,
+                                                                               n_train=200))
+    _, extra = load_pretrained("glide_shapes", str(tmp_path / "v.pt"))
+    assert (extra["config"]["steps"], extra["config"]["batch"], extra["config"]["n_train"]) == (2, 8, 200)
+    with pytest.raises(ValueError, match="config must have the keys of GLIDE_CONFIG"):
+        pretrain_glide_shapes(str(tmp_path / "w.pt"), progress=False, config=dict(steps=2))
+
+
 def test_latent_recipes_results_measure_the_shipped_recipe():
     """data/results/latent_recipes.json (benchmarks/latent_recipes.py) measured the very checkpoint shipped as
     latent_shapes.pt (same SHA-1), trained with LATENT_CONFIG's recipe. By that file it is within 5 points of the
@@ -359,6 +371,45 @@ def test_thresholding_results_measure_the_shipped_glide_model():
         assert abs(first_half["minus_static"]) <= 2 * first_half["minus_static_se"]
         assert rows[w, "static"]["saturation"] > result["data_saturation"] > low["saturation"]
     assert loses(rows[10.0, "dynamic p=0.995"]) and loses(rows[30.0, "dynamic p=0.995"])
+
+
+def test_pretrain_budget_results_measure_the_shipped_glide_model():
+    """data/results/pretrain_budget.json (benchmarks/pretrain_budget.py) scored the very glide_shapes.pt shipped
+    (same SHA-1), and exactly as latent_recipes.json's pixel row did (the same measurement by the same code); by
+    it, 1,500 steps of 128 scenes would fail notebook 05's cell-19 checks (at least 0.85 of one-object captions
+    and 0.80 of held-out pairs all right at w = 3) and draw both objects right far less often (by more than three
+    standard errors of the difference); 3,000 steps of 64 scenes would fail the held-out check and draw fewer of 300
+one-object captions right at w = 3 (by more than three). Its recorded chapter-5 seconds are the checkpoints'."""
+    import hashlib
+    import json
+
+    from course_utils import REPO_ROOT
+    from course_utils.pretrain import recorded_times
+
+    def load(name):
+        with open(os.path.join(REPO_ROOT, "data", "results", name)) as f:
+            return json.load(f)
+    result, pixel = load("pretrain_budget.json"), load("latent_recipes.json")["rows"]["pixel U-Net (glide_shapes)"]
+    rows = result["rows"]
+    shipped, half, batch64 = (rows[f"glide_shapes, {k}"] for k in ("3,000 steps (shipped)", "1,500 steps",
+                                                                      "batch 64"))
+    with open(checkpoint_path("glide_shapes"), "rb") as f:
+        assert shipped["checkpoint"]["sha1"] == hashlib.sha1(f.read()).hexdigest(), \
+            "glide_shapes.pt changed since the results were stored: run benchmarks/pretrain_budget.py"
+    for key in ("one_object_300", "sets_100_w3"):
+        assert shipped[key] == pixel[key]
+    assert [(r["steps"], r["batch"]) for r in (shipped, half, batch64)] == [(3000, 128), (1500, 128), (3000, 64)]
+
+    def far_below(a, b, key, name, n):  # a's rate below b's by more than three standard errors (n scenes each)
+        se = math.sqrt(sum(r[key][name] * (1 - r[key][name]) / n for r in (a, b)))
+        return b[key][name] - a[key][name] > 3 * se
+    assert half["sets_100_w3"]["one object"] < 0.85 and half["sets_100_w3"]["held-out pair"] < 0.8
+    assert far_below(half, shipped, "sets_100_w3", "two objects", 100)
+    assert batch64["sets_100_w3"]["held-out pair"] < 0.8
+    assert far_below(batch64, shipped, "one_object_300", "3.0", 300)
+    recorded = {r["name"]: r["seconds"] for r in recorded_times(5)}
+    assert result["chapter5_recorded_seconds"] == pytest.approx(recorded, abs=0.05)
+    assert result["chapter5_total_seconds"] == pytest.approx(sum(recorded.values()), abs=0.5)
 
 
 def test_chapters_list_every_checkpoint_once():

@@ -1,5 +1,6 @@
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -449,6 +450,8 @@ def test_list_prints_the_recorded_seconds_and_totals(capsys):
     assert main(["--list", "--chapter", "5"]) == 0
     out = capsys.readouterr().out
     assert f"chapter 5: {sum(r['seconds'] for r in rows):.0f} s" in out and "glide_pooled" in out
+    pooled = next(r for r in rows if r["name"] == "glide_pooled")
+    assert re.search(rf"\n\s+5\s+glide_pooled\s+{pooled['steps']}\s+{pooled['seconds']:.0f}\s", out), out  # its row
     assert "chapter 4" not in out
     with pytest.raises(ValueError, match="chapter must be one of"):
         recorded_times(1)

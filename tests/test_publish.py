@@ -218,8 +218,11 @@ def test_slide_decks_build_offline_for_every_chapter(tmp_path):
         for src in sources:  # every script and style sheet the deck loads is in the folder
             assert os.path.exists(os.path.join(str(tmp_path), src.split("?")[0])), src
         assert html.count("<section") > 20 and "Reveal.initialize" in html
-        for target in re.findall(r'href="(\d\d_[^"#]+)', html):  # links to other chapters lead to their decks
+        targets = re.findall(r'href="(\d\d_[^"#]+)', html)
+        for target in targets:  # links to other chapters lead to their decks
             assert target.endswith(".slides.html") and os.path.exists(os.path.join(str(tmp_path), target)), target
+        if os.path.basename(path) == "03_ddpm_ddim.ipynb":
+            assert "02_score_matching.slides.html" in targets  # chapter 3 links back to chapter 2
         n_checks = sum(c["metadata"]["slideshow"]["slide_type"] == "notes" for c in _load(path)["cells"])
         assert html.count('<aside class="notes">') == n_checks  # the check cells, as speaker notes
 

@@ -322,6 +322,8 @@ def test_thresholded_method_as_a_function_of_t_and_the_observer():
     x0_raw = (x - s * wild(x, tt)) / a
     assert len(seen) == 1 and torch.equal(seen[0][0], tt) and torch.allclose(seen[0][1], x0_raw)
     assert x0_raw.abs().max() > 1.5 and torch.allclose((x - s * e) / a, threshold_x0(x0_raw, "static"), atol=1e-5)
+    # the observer is given a copy: one that changes it in place changes nothing
+    assert torch.equal(thresholded(wild, schedule, "static", observe=lambda t, x0: x0.zero_())(x, tt), e)
     with pytest.raises(ValueError, match="method: a function of t needs one t"):
         switch(x, torch.tensor([0.2, 0.9, 0.9, 0.9]))
     with pytest.raises(ValueError, match="method must be"):

@@ -85,9 +85,11 @@ def classifier_guidance(eps_fn, log_prob_fn, y, w: float, process: ForwardProces
 
 def classifier_free_guidance(model, y, w: float):
     """eps_w(x, t) = (1 - w) model(x, t, null) + w model(x, t, y) with one batched call of ``model(x, t,
-    cond)`` on 2B inputs. ``model.null_label`` (the course's UNet has it) is the "no label" class; a model
-    without it is called twice, with cond=None for the unconditional half. A model with a ``null_cond(cond)``
-    method (``text.TextConditionalUNet``: y holds token ids (B, L) or (1, L)) is given that as "no condition"."""
+    cond)`` on 2B inputs. At w = 1 that is the conditional model and at w = 0 the unconditional one, so there
+    only that half is computed (B inputs: half the cost, the same numbers). ``model.null_label`` (the course's
+    UNet has it) is the "no label" class; a model without it is called twice, with cond=None for the
+    unconditional half. A model with a ``null_cond(cond)`` method (``text.TextConditionalUNet``: y holds token
+    ids (B, L) or (1, L)) is given that as "no condition"."""
     w = _check_w(w)
 
     def eps(x, t):
@@ -100,17 +102,19 @@ def classifier_free_guidance(model, y, w: float):
             if cond.shape[0] != x.shape[0]:
                 raise ValueError(f"y must hold one condition or one per example ({x.shape[0]}), got "
                                  f"{tuple(cond.shape)}")
-            uncond, c = model(torch.cat([x, x]), torch.cat([t2, t2]), torch.cat([null_cond(cond), cond])).chunk(2)
-            return (1 - w) * uncond + w * c
-        labels = _labels(y, x)
-        null = getattr(model, "null_label", None)
-        if null is None:
-            uncond, cond = model(x, t2, None), model(x, t2, labels)
+            null = null_cond(cond)
         else:
-            both = model(torch.cat([x, x]), torch.cat([t2, t2]),
-                         torch.cat([torch.full_like(labels, null), labels]))
-            uncond, cond = both.chunk(2)
-        return (1 - w) * uncond + w * cond
+            cond = _labels(y, x)
+            null = getattr(model, "null_label", None)
+            if null is None:  # the unconditional half is cond=None: two calls, or the one that counts
+                if w in (0.0, 1.0):
+                    return model(x, t2, cond if w == 1.0 else None)
+                return (1 - w) * model(x, t2, None) + w * model(x, t2, cond)
+            null = torch.full_like(cond, null)
+        if w in (0.0, 1.0):
+            return model(x, t2, cond if w == 1.0 else null)
+        uncond, c = model(torch.cat([x, x]), torch.cat([t2, t2]), torch.cat([null, cond])).chunk(2)
+        return (1 - w) * uncond + w * c
     return eps
 
 

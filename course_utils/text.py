@@ -220,7 +220,7 @@ def generate(model, schedule, captions, *, w: float = 3.0, n_steps: int = 25, se
 
 class _WithImage:
     """A super-resolution U-Net with its conditioning image bound, callable as model(x, t, cond) on the
-    doubled batches of classifier-free guidance (the image repeated to match)."""
+    batches of classifier-free guidance (doubled where both halves are needed: the image repeated to match)."""
 
     def __init__(self, model, x_cond: torch.Tensor, level: float):
         self.model, self.x_cond = model, x_cond

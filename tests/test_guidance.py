@@ -143,6 +143,53 @@ def test_classifier_free_guidance():
         classifier_free_guidance(net, torch.tensor([0.5]), 1.0)(x, t)
 
 
+def test_classifier_free_guidance_computes_only_the_half_that_counts_at_w_0_and_1():
+    """w = 1 is the conditional model and w = 0 the unconditional one: one call on B inputs, the same numbers
+    as the two halves computed apart; any other w is one call on 2B inputs (a model with a "none" condition)
+    or two on B (one without)."""
+    torch.manual_seed(0)
+    net = UNet(in_ch=1, ch=8, ch_mult=(1, 2), n_res=1, groups=4, n_classes=10, dropout=0.0).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x, t, y = torch.randn(4, 1, 8, 8), torch.rand(4), torch.tensor([3, 1, 4, 1])
+    calls = []
+
+    def counted(x, t, c):
+        calls.append((len(x), None if c is None else c.tolist()))
+        return net(x, t, c)
+    counted.null_label = net.null_label
+    null = [net.null_label] * 4
+    with torch.no_grad():
+        cond, uncond = net(x, t, y), net(x, t, torch.full_like(y, net.null_label))
+        for w, expected, want in ((1.0, [(4, y.tolist())], cond), (0.0, [(4, null)], uncond),
+                                  (2.0, [(8, null + y.tolist())], 2 * cond - uncond)):
+            calls.clear()
+            torch.testing.assert_close(classifier_free_guidance(counted, y, w)(x, t), want, rtol=1e-5, atol=1e-5)
+            assert calls == expected, (w, calls)
+        del counted.null_label                          # no "none" class: cond=None is the unconditional half
+        for w, expected in ((1.0, [(4, y.tolist())]), (0.0, [(4, None)]), (2.0, [(4, None), (4, y.tolist())])):
+            calls.clear()
+            classifier_free_guidance(counted, y, w)(x, t)
+            assert calls == expected, (w, calls)
+
+
+    class Captioned:                                    # token ids as the condition, all-zero ids as "none"
+        def null_cond(self, c):
+            return torch.zeros_like(c)
+
+        def __call__(self, x, t, c):
+            calls.append((len(x), c.tolist()))
+            return x * (1.0 + c.sum(1, keepdim=True)[..., None, None])
+    ids = torch.tensor([[2, 5], [1, 1], [3, 0], [4, 4]])
+    zeros = [[0, 0]] * 4
+    for w, expected, factor in ((1.0, [(4, ids.tolist())], 1 + ids.sum(1)), (0.0, [(4, zeros)], torch.ones(4)),
+                                (3.0, [(8, zeros + ids.tolist())], 1 + 3 * ids.sum(1))):
+        calls.clear()
+        torch.testing.assert_close(classifier_free_guidance(Captioned(), ids, w)(x, t),
+                                   x * factor.float()[:, None, None, None])
+        assert calls == expected, (w, calls)
+
+
 # ------------------------------------------------------------------------------ inpainting
 def _gaussian_eps_model(schedule, cov):
     """The exact noise predictor E[eps | x_t] for x0 ~ N(0, cov), on images of shape (B, 1, 1, D)."""

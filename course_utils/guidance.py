@@ -106,13 +106,11 @@ def classifier_free_guidance(model, y, w: float):
         else:
             cond = _labels(y, x)
             null = getattr(model, "null_label", None)
-            if null is None:  # the unconditional half is cond=None: two calls, or the one that counts
-                if w in (0.0, 1.0):
-                    return model(x, t2, cond if w == 1.0 else None)
-                return (1 - w) * model(x, t2, None) + w * model(x, t2, cond)
-            null = torch.full_like(cond, null)
-        if w in (0.0, 1.0):
+            null = None if null is None else torch.full_like(cond, null)  # None: the model's own "no label"
+        if w in (0.0, 1.0):  # one half is the answer
             return model(x, t2, cond if w == 1.0 else null)
+        if null is None:  # no "none" class: the unconditional half is a second call with cond=None
+            return (1 - w) * model(x, t2, None) + w * model(x, t2, cond)
         uncond, c = model(torch.cat([x, x]), torch.cat([t2, t2]), torch.cat([null, cond])).chunk(2)
         return (1 - w) * uncond + w * c
     return eps

@@ -1,12 +1,13 @@
 """Chapter 5's pretraining time against what it buys: GLIDE's U-Net trained with half its computation.
 
-    python benchmarks/pretrain_budget.py     # 2 CPU cores: 10-20 minutes to train each variant (by load), 6 to score
+    python benchmarks/pretrain_budget.py     # 2 CPU cores: 10-20 min to train each variant (by load), 10-15 to score
 
 Chapter 5's eleven checkpoints took 8,820 s of training as recorded (``python -m course_utils.pretrain --list
 --chapter 5``), most of it in four U-Nets of 2,500 to 6,000 steps (glide_shapes, glide_pooled, unclip_decoder,
 latent_shapes). Halving their computation would save about 54 minutes. This script measures what halving costs on
-the first of them, two ways: glide_shapes retrained from its seed with 1,500 steps instead of 3,000 (the warm-up
-and the cosine decay over the 1,500), and with 3,000 steps of 64 scenes instead of 128 (into build/pretrain_budget/
+the first of them, three ways: glide_shapes retrained from its seed with 1,500 steps instead of 3,000 (the warm-up
+and the cosine decay over the 1,500); the same 1,500 steps at twice the learning rate (2e-3: do larger steps make
+up for fewer?); and 3,000 steps of 64 scenes instead of 128 (into build/pretrain_budget/
 unless a checkpoint of exactly that configuration is there; --fresh retrains), then each and the shipped
 checkpoint scored as benchmarks/latent_recipes.py scores a model: every attribute right on 300 one-object test
 captions at w = 1.5, 2, 3, 5 and on notebook 05's four caption sets of 100 at w = 3 (DDIM 20 steps, image noise
@@ -27,7 +28,9 @@ from course_utils.text import generate  # noqa: E402
 
 # Each variant: its row's name, its file in RUN_DIR, and what it changes in GLIDE_CONFIG.
 VARIANTS = {"glide_shapes, 1,500 steps": ("glide_shapes_1500.pt", dict(steps=1500)),
-            "glide_shapes, batch 64": ("glide_shapes_batch64.pt", dict(batch=64))}
+            "glide_shapes, batch 64": ("glide_shapes_batch64.pt", dict(batch=64)),
+            "glide_shapes, 1,500 steps at twice the learning rate": ("glide_shapes_1500_lr2e-3.pt",
+                                                                    dict(steps=1500, lr=2e-3))}
 OUT = os.path.join(REPO_ROOT, "data", "results", "pretrain_budget.json")
 RUN_DIR = os.path.join(REPO_ROOT, "build", "pretrain_budget")
 
@@ -58,7 +61,7 @@ def main(argv=None) -> dict:
         def draw(caps, w, model=model, sched=sched):
             return generate(model, sched, caps, w=w, n_steps=20, seed=3)
 
-        rows[name] = {"steps": extra["config"]["steps"], "batch": extra["config"]["batch"],
+        rows[name] = {"steps": extra["config"]["steps"], "batch": extra["config"]["batch"], "lr": extra["config"]["lr"],
                       "train_seconds": round(extra["seconds"], 1), "trained_this_run": extra["trained_this_run"],
                       "checkpoint": extra["checkpoint"],
                       **attribute_scores(judge, draw, one_300, sets)}

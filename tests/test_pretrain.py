@@ -380,7 +380,9 @@ def test_pretrain_budget_results_measure_the_shipped_glide_model():
     it, 1,500 steps of 128 scenes would fail notebook 05's cell-19 checks (at least 0.85 of one-object captions
     and 0.80 of held-out pairs all right at w = 3) and draw both objects right far less often (by more than three
     standard errors of the difference); 3,000 steps of 64 scenes would fail the held-out check and draw fewer of 300
-one-object captions right at w = 3 (by more than three). Its recorded chapter-5 seconds are the checkpoints'."""
+one-object captions right at w = 3 (by more than three); 1,500 steps at twice the learning rate would not make up
+for the halving: fewer of the 300 right at w = 3 and fewer with both objects right (each by more than three). Its
+recorded chapter-5 seconds are the checkpoints'."""
     import hashlib
     import json
 
@@ -392,14 +394,15 @@ one-object captions right at w = 3 (by more than three). Its recorded chapter-5 
             return json.load(f)
     result, pixel = load("pretrain_budget.json"), load("latent_recipes.json")["rows"]["pixel U-Net (glide_shapes)"]
     rows = result["rows"]
-    shipped, half, batch64 = (rows[f"glide_shapes, {k}"] for k in ("3,000 steps (shipped)", "1,500 steps",
-                                                                      "batch 64"))
+    shipped, half, batch64, half_lr2 = (rows[f"glide_shapes, {k}"] for k in (
+        "3,000 steps (shipped)", "1,500 steps", "batch 64", "1,500 steps at twice the learning rate"))
     with open(checkpoint_path("glide_shapes"), "rb") as f:
         assert shipped["checkpoint"]["sha1"] == hashlib.sha1(f.read()).hexdigest(), \
             "glide_shapes.pt changed since the results were stored: run benchmarks/pretrain_budget.py"
     for key in ("one_object_300", "sets_100_w3"):
         assert shipped[key] == pixel[key]
-    assert [(r["steps"], r["batch"]) for r in (shipped, half, batch64)] == [(3000, 128), (1500, 128), (3000, 64)]
+    assert [(r["steps"], r["batch"], r["lr"]) for r in (shipped, half, batch64, half_lr2)] == [
+        (3000, 128, 1e-3), (1500, 128, 1e-3), (3000, 64, 1e-3), (1500, 128, 2e-3)]
 
     def far_below(a, b, key, name, n):  # a's rate below b's by more than three standard errors (n scenes each)
         se = math.sqrt(sum(r[key][name] * (1 - r[key][name]) / n for r in (a, b)))
@@ -408,6 +411,8 @@ one-object captions right at w = 3 (by more than three). Its recorded chapter-5 
     assert far_below(half, shipped, "sets_100_w3", "two objects", 100)
     assert batch64["sets_100_w3"]["held-out pair"] < 0.8
     assert far_below(batch64, shipped, "one_object_300", "3.0", 300)
+    assert far_below(half_lr2, shipped, "one_object_300", "3.0", 300)
+    assert far_below(half_lr2, shipped, "sets_100_w3", "two objects", 100)
     recorded = {r["name"]: r["seconds"] for r in recorded_times(5)}
     assert result["chapter5_recorded_seconds"] == pytest.approx(recorded, abs=0.05)
     assert result["chapter5_total_seconds"] == pytest.approx(sum(recorded.values()), abs=0.5)

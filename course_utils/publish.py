@@ -23,6 +23,10 @@ warnings as errors, so a broken cross-reference fails it; MathJax is served from
 **Launch links.** ``launch.REPOSITORY`` is the one place that names where the course is hosted; ``metadata``
 writes the Colab and Binder links from it into the README and into each notebook's first cells (a fork
 changes that one line and reruns ``metadata``); the tests fail when they disagree.
+
+**Run times.** The instructor's guide (``docs/teaching.md``) has a table of each notebook's stored run: the
+seconds its final cell printed and its slowest cell by the execution times in the cells' metadata, beside the
+README's estimate. ``metadata`` rewrites it from the notebooks, so it cannot go stale when a notebook is rerun.
 """
 from __future__ import annotations
 
@@ -40,11 +44,14 @@ from . import REPO_ROOT, launch
 from .editions import _tags, notebook_paths, student_notebook
 
 __all__ = ["LONG_CODE_LINES", "slide_type", "with_slide_metadata", "with_launch_cells", "notebook_paths",
-           "deck_cells", "build_slides", "build_site", "refresh_metadata", "main"]
+           "deck_cells", "build_slides", "build_site", "stored_run_time", "with_run_times_table", "refresh_metadata",
+           "main"]
 
 LONG_CODE_LINES = 30
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 RISE_SETTINGS = {"scroll": True, "transition": "none", "width": "100%", "height": "100%"}
+RUN_TIMES_START, RUN_TIMES_END = "<!-- run-times:start -->", "<!-- run-times:end -->"
+TEACHING_GUIDE = os.path.join(REPO_ROOT, "docs", "teaching.md")
 
 
 def _src(cell: dict) -> str:
@@ -104,9 +111,63 @@ def with_launch_cells(nb: dict, name: str) -> dict:
     return out
 
 
-def refresh_metadata(notebooks: str | None = None, readme: str | None = None) -> list[str]:
-    """Rewrite every notebook's launch cell and slide metadata, and the README's table of launch links,
-    from ``launch.REPOSITORY``. Returns the files that changed."""
+def stored_run_time(nb: dict) -> dict:
+    """What notebook ``nb``'s stored run took: ``total`` (the seconds its final cell printed, "notebook ran in
+    N s") and its slowest code cell as ``slowest`` (seconds, from the cell's execution metadata), ``cell`` (its
+    index) and ``section`` (the number, or else the title, of the ``##`` section it is in)."""
+    from datetime import datetime
+
+    final = [c for c in nb["cells"] if c["cell_type"] == "code"][-1]
+    printed = "".join("".join(o.get("text", "")) for o in final.get("outputs", []))
+    found = re.search(r"notebook ran in (\d+) s", printed)
+    if not found:
+        raise ValueError(f"nb's final cell must print 'notebook ran in N s' (it printed {printed[:80]!r})")
+    slowest, section = None, None
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "markdown" and _src(cell).startswith("## "):
+            title = _src(cell).splitlines()[0][3:].strip()
+            number = re.match(r"(\d+)\.", title)
+            section = number.group(1) if number else f"'{title}'"
+        times = cell.get("metadata", {}).get("execution", {})
+        if cell["cell_type"] != "code" or "iopub.execute_input" not in times:
+            continue
+        seconds = (datetime.fromisoformat(times["shell.execute_reply"].replace("Z", "+00:00"))
+                   - datetime.fromisoformat(times["iopub.execute_input"].replace("Z", "+00:00"))).total_seconds()
+        if slowest is None or seconds > slowest["slowest"]:
+            slowest = dict(slowest=seconds, cell=i, section=section)
+    if slowest is None:
+        raise ValueError("nb must carry execution times in its cells' metadata (run it with nbconvert --execute)")
+    return dict(total=int(found.group(1)), **slowest)
+
+
+def with_run_times_table(text: str, paths: list[str], readme: str) -> str:
+    """The guide's ``text`` with the table between ``RUN_TIMES_START`` and ``RUN_TIMES_END`` rewritten from the
+    notebooks at ``paths`` (``stored_run_time``) and the README's estimates (``readme``, its text: the "~N min"
+    that opens each notebook's run-time column)."""
+    if text.count(RUN_TIMES_START) != 1 or text.count(RUN_TIMES_END) != 1:
+        raise ValueError(f"text must hold one {RUN_TIMES_START!r} and one {RUN_TIMES_END!r} line around the table")
+    head, rest = text.split(RUN_TIMES_START)
+    _, tail = rest.split(RUN_TIMES_END)
+    rows = []
+    for path in paths:
+        name = os.path.basename(path)
+        link = re.escape(f"[`{name}`](notebooks/{name})")
+        estimate = re.search(link + r" \|[^|]*\| (~[\d.-]+ min)", readme)
+        if not estimate:
+            raise ValueError(f"readme must have a row for {name} whose run-time column starts with '~N min'")
+        with open(path, encoding="utf-8") as fh:
+            run = stored_run_time(json.load(fh))
+        rows.append(f"| `{name}` | {estimate.group(1)} | {run['total']} s | {run['slowest']:.0f} s "
+                    f"(cell {run['cell']}, section {run['section']}) |")
+    table = ("\n| notebook | README's estimate (idle 2-core CPU) | stored run (printed by its final cell) | "
+             "slowest cell of that run |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return head + RUN_TIMES_START + table + RUN_TIMES_END + tail
+
+
+def refresh_metadata(notebooks: str | None = None, readme: str | None = None, guide: str | None = None) -> list[str]:
+    """Rewrite every notebook's launch cell and slide metadata, and the README's table of launch links, from
+    ``launch.REPOSITORY``; and the instructor's guide's table of run times (``with_run_times_table``). Returns
+    the files that changed."""
     changed = []
     for path in notebook_paths(notebooks):
         with open(path, encoding="utf-8") as fh:
@@ -125,6 +186,14 @@ def refresh_metadata(notebooks: str | None = None, readme: str | None = None) ->
         with open(readme, "w", encoding="utf-8") as fh:
             fh.write(new)
         changed.append(readme)
+    guide = guide or TEACHING_GUIDE
+    with open(guide, encoding="utf-8") as fh:
+        text = fh.read()
+    updated = with_run_times_table(text, notebook_paths(notebooks), new)
+    if updated != text:
+        with open(guide, "w", encoding="utf-8") as fh:
+            fh.write(updated)
+        changed.append(guide)
     return changed
 
 

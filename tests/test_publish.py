@@ -18,7 +18,9 @@ from course_utils.publish import (
     deck_cells,
     notebook_paths,
     slide_type,
+    stored_run_time,
     with_launch_cells,
+    with_run_times_table,
     with_slide_metadata,
 )
 
@@ -98,6 +100,50 @@ def test_readme_links_come_from_the_one_repository_url():
         launch.binder_url("../x.py")
     with pytest.raises(ValueError, match="launch table"):
         launch.with_readme_table("no markers", names)
+
+
+def test_teaching_guide_run_times_are_the_stored_notebooks():
+    """docs/teaching.md's table of run times is the notebooks' stored runs: what each final cell printed and its
+    slowest cell, beside the README's estimate."""
+    guide = open(os.path.join(REPO_ROOT, "docs", "teaching.md"), encoding="utf-8").read()
+    readme = open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8").read()
+    assert with_run_times_table(guide, notebook_paths(), readme) == guide, \
+        "rerun python -m course_utils.publish metadata"
+    for path in notebook_paths():
+        run = stored_run_time(_load(path))
+        assert f"| {run['total']} s | {run['slowest']:.0f} s (cell {run['cell']}, " in guide
+
+
+def test_stored_run_time_reads_the_final_line_and_the_slowest_cell(tmp_path):
+    def code(i, seconds, text=""):
+        start = f"2026-01-01T00:00:{i:02d}.000000Z"
+        end = f"2026-01-01T00:{(i + seconds) // 60:02d}:{(i + seconds) % 60:02d}.500000Z"
+        return {"cell_type": "code", "source": "x = 1", "metadata": {"execution": {
+            "iopub.execute_input": start, "shell.execute_reply": end}},
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": [text]}] if text else []}
+
+    def md(text):
+        return {"cell_type": "markdown", "source": text, "metadata": {}}
+    nb = {"cells": [md("# Title"), code(0, 2), md("## 1. First"), code(1, 70), md("### 1.1 Sub"), code(2, 5),
+                    md("## Exercises"), code(3, 90), md("## 2. Last"), code(4, 0, "notebook ran in 167 s\n")]}
+    assert stored_run_time(nb) == dict(total=167, slowest=90.5, cell=7, section="'Exercises'")
+    nb["cells"][7] = code(3, 9)
+    assert stored_run_time(nb) == dict(total=167, slowest=70.5, cell=3, section="1")
+    with pytest.raises(ValueError, match="final cell must print"):
+        stored_run_time({"cells": nb["cells"][:-1]})
+    with pytest.raises(ValueError, match="execution times"):
+        stored_run_time({"cells": [md("## 1. A"), dict(code(0, 1, "notebook ran in 1 s"), metadata={})]})
+    path = tmp_path / "07_x.ipynb"
+    path.write_text(json.dumps(nb))
+    readme = "| [`07_x.ipynb`](notebooks/07_x.ipynb) | topics | ~3 min (180 s) | none |"
+    guide = "intro\n<!-- run-times:start -->\nold\n<!-- run-times:end -->\nrest"
+    table = with_run_times_table(guide, [str(path)], readme)
+    assert table.startswith("intro\n<!-- run-times:start -->\n| notebook |") and table.endswith("end -->\nrest")
+    assert "| `07_x.ipynb` | ~3 min | 167 s | 70 s (cell 3, section 1) |" in table
+    with pytest.raises(ValueError, match="readme must have a row for 07_x.ipynb"):
+        with_run_times_table(guide, [str(path)], "no table")
+    with pytest.raises(ValueError, match="run-times"):
+        with_run_times_table("no markers", [str(path)], readme)
 
 
 def test_colab_cell_installs_the_course_on_colab_and_does_nothing_elsewhere(monkeypatch, tmp_path):

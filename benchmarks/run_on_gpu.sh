@@ -11,7 +11,7 @@ OUT=${1:-benchmarks/results}
 mkdir -p "$OUT"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$(pwd) PYTHONUNBUFFERED=1
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
-python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_device.py -rs 2>&1 | tee "$OUT/cuda_tests.txt" || true
+python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_device.py -rs 2>&1 | tee "$OUT/cuda_tests_gpu.txt" || true
 python3 benchmarks/scale_speed.py --config small --steps 400 --out "$OUT/scale_speed_gpu.txt" || true
 python3 benchmarks/unet_throughput.py 2>&1 | tee "$OUT/unet_throughput_gpu.txt"
 python3 benchmarks/unet_vs_diffusers.py --out "$OUT/unet_vs_diffusers_gpu.txt" || echo "unet_vs_diffusers skipped (pip install -r benchmarks/requirements.txt)"

@@ -69,7 +69,7 @@ UNCLIP_DECODER_CONFIG = dict(GLIDE_CONFIG, init="glide_shapes", clip="clip_shape
 # Two choices are measured in benchmarks/latent_recipes.py (data/results/latent_recipes.json): 6,000 steps, not
 # 3,000 (every attribute of one-object captions right in 0.97 of images at w = 3 against 0.88; the steps are
 # cheap, a quarter of the positions of GLIDE's), and attention (with the caption's tokens) at 4x4 only, not also
-# at 8x8: as accurate (0.98) and 3.9 times faster per image than the pixel U-Net, against 2.8 times in the same run
+# at 8x8: as accurate (0.98) and 3.8 times faster per image than the pixel U-Net, against 2.8 times in the same run
 AUTOENCODER_CONFIG = dict(latent_ch=4, width=32, sigma_x=0.02, kl_weight=1e-3, steps=4000, batch=128, lr=1e-3,
                           n_train=30_000, seed=0)
 LATENT_CONFIG = dict(GLIDE_CONFIG, unet=dict(in_ch=4, ch=32, ch_mult=(1, 2), n_res=1, attn_levels=(1,), heads=4,

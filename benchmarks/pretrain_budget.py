@@ -1,6 +1,6 @@
 """Chapter 5's pretraining time against what it buys: GLIDE's U-Net trained with half its computation.
 
-    python benchmarks/pretrain_budget.py     # 2 CPU cores: 10-20 min to train each variant (by load), 10-15 to score
+    python benchmarks/pretrain_budget.py     # 2 CPU cores: 17-22 min to train each variant here, 10-15 to score
 
 Chapter 5's eleven checkpoints took 8,820 s of training as recorded (``python -m course_utils.pretrain --list
 --chapter 5``), most of it in four U-Nets of 2,500 to 6,000 steps (glide_shapes, glide_pooled, unclip_decoder,

@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import datetime
 
 from . import REPO_ROOT, launch
 from .editions import _tags, notebook_paths, student_notebook
@@ -115,8 +116,6 @@ def stored_run_time(nb: dict) -> dict:
     """What notebook ``nb``'s stored run took: ``total`` (the seconds its final cell printed, "notebook ran in
     N s") and its slowest code cell as ``slowest`` (seconds, from the cell's execution metadata), ``cell`` (its
     index) and ``section`` (the number, or else the title, of the ``##`` section it is in)."""
-    from datetime import datetime
-
     final = [c for c in nb["cells"] if c["cell_type"] == "code"][-1]
     printed = "".join("".join(o.get("text", "")) for o in final.get("outputs", []))
     found = re.search(r"notebook ran in (\d+) s", printed)

@@ -10,7 +10,8 @@ import re
 import uuid
 from urllib.parse import quote
 
-__all__ = ["REPOSITORY", "BRANCH", "MARKER", "colab_url", "binder_url", "launch_cell", "with_readme_table"]
+__all__ = ["REPOSITORY", "BRANCH", "MARKER", "colab_url", "binder_url", "launch_cell", "with_readme_table",
+           "replace_between"]
 
 REPOSITORY = "https://github.com/diffusion-course/diffusion-models-course"  # a fork changes this line
 BRANCH = "main"
@@ -89,11 +90,17 @@ def launch_cell(name: str) -> list[dict]:
 def with_readme_table(text: str, names: list[str]) -> str:
     """README ``text`` with the table of launch links between its ``README_START`` and ``README_END``
     markers rewritten for the notebooks ``names``."""
-    if text.count(README_START) != 1 or text.count(README_END) != 1:
-        raise ValueError(f"text must hold one {README_START!r} and one {README_END!r} line around the launch table")
-    head, rest = text.split(README_START)
-    _, tail = rest.split(README_END)
     rows = "\n".join(f"| [`{n}`](notebooks/{n}) | [Colab]({colab_url(n)}) | [Binder]({binder_url(n)}) |"
                      for n in names)
     table = f"\n| notebook | Colab | Binder |\n|---|---|---|\n{rows}\n"
-    return head + README_START + table + README_END + tail
+    return replace_between(text, README_START, README_END, table, "the launch table")
+
+
+def replace_between(text: str, start: str, end: str, body: str, what: str) -> str:
+    """``text`` with what lies between its one ``start`` and one ``end`` marker replaced by ``body`` (the
+    generated tables of the README and the instructor's guide); ``what`` names it in the error."""
+    if text.count(start) != 1 or text.count(end) != 1:
+        raise ValueError(f"text must hold one {start!r} and one {end!r} line around {what}")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return head + start + body + end + tail

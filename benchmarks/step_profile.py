@@ -1,0 +1,127 @@
+"""Where the time of one of chapter 5's training steps goes, on this machine's CPU (run by hand):
+
+    python benchmarks/step_profile.py [--steps 15] [--out benchmarks/results/step_profile_cpu.txt]
+
+For GLIDE's text-conditional U-Net (``GLIDE_CONFIG``, the recipe of ``glide_shapes``, ``glide_pooled`` and,
+fine-tuned, ``unclip_decoder``: about half of chapter 5's pretraining time), it counts the floating-point
+operations of one training step at the recipe's batch (``torch.utils.flop_counter``: convolutions, matrix
+products and attention, forward and backward), times the step (median of ``--steps``, after three warm-up
+steps), times a 1024 x 1024 x 1024 float32 matrix product on the same threads as a reference for what
+this CPU does at best, times the step again with the network and images in channels-last memory format
+(a common CPU speed-up for convolutions; the two take turns step by step, so that both meet the same
+load), and lists the operations that take the most time
+(``torch.profiler``, three steps).
+The question it answers: could the same training run much faster here, or does the arithmetic itself
+set the time? The step does not use the pretraining's random stream, so it changes no checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 30) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "step_profile_cpu.txt"))
+    args = ap.parse_args()
+    sys.path.insert(0, ROOT)
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from course_utils.losses import eps_loss
+    from course_utils.pretrain_t2i import GLIDE_CONFIG, glide_schedule, make_glide
+    from course_utils.shapes import shape_scenes
+    from course_utils.text import tokenize
+
+    torch.manual_seed(0)
+    config = GLIDE_CONFIG
+    x, captions, _ = shape_scenes(2000, "train")
+    ids, _ = tokenize(captions)
+    schedule = glide_schedule(config)
+
+    def make_step(channels_last: bool):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model, images = make_glide(config).to(memory_format=fmt), x.contiguous(memory_format=fmt)
+        opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
+
+        def step():
+            idx = torch.randint(0, len(images), (config["batch"],))
+            loss = eps_loss(lambda z, t: model(z, t, ids[idx]), images[idx], schedule).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return model, step
+
+    def interleaved_times(steps) -> list[list[float]]:
+        """Each step function's times, taking turns step by step, so that both meet the same load."""
+        for _ in range(3):
+            for step in steps:
+                step()
+        times = [[] for _ in steps]
+        for _ in range(args.steps):
+            for step, out in zip(steps, times):
+                t0 = time.perf_counter()
+                step()
+                out.append(time.perf_counter() - t0)
+        return times
+
+    model, step = make_step(False)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    peak_before = matmul_gflops()
+    times, cl_times = interleaved_times([step, make_step(True)[1]])
+    seconds, cl_seconds = statistics.median(times), statistics.median(cl_times)
+    peak_after = matmul_gflops()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            step()
+    peak = max(peak_before, peak_after)
+    lines = [
+        f"command: python benchmarks/step_profile.py --steps {args.steps}",
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"GLIDE_CONFIG: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, batch {config['batch']}, "
+        f"{config['steps']} steps",
+        f"arithmetic per training step: {flops / 1e9:.1f} GFLOP",
+        f"step time: median {seconds:.3f} s of {args.steps} (min {min(times):.3f}, max {max(times):.3f}) -> "
+        f"{flops / seconds / 1e9:.1f} GFLOP/s",
+        f"float32 1024^3 matrix product on the same threads: {peak_before:.1f} GFLOP/s before the steps, "
+        f"{peak_after:.1f} after",
+        f"the same step in channels-last format, taking turns with it: median {cl_seconds:.3f} s "
+        f"({seconds / cl_seconds:.2f} times as fast)",
+        f"the step runs at {flops / seconds / 1e9 / peak:.0%} of the better matrix-product figure; "
+        f"{config['steps']} steps at this rate take {config['steps'] * seconds / 60:.1f} min",
+        "",
+        "operations by time, three steps (torch.profiler):",
+        prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50),
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

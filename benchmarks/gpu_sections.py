@@ -19,7 +19,7 @@ samples (chapter 4's and chapter 5's, at w = 3, image j asked for class j % 10) 
 single hue (speckle); the samples are saved beside the figures (uint8, ``torch.load``) so the score can be
 redone.
 ``--minutes`` replaces the cells' GPU_MINUTES; ``--only`` runs the notebooks whose names start with it.
-``--judge-samples N`` draws, after each class-conditional section, N more images at w = 0 and at w = 3
+``--judge-samples N`` draws, after each class-conditional section, N more images at w = 0, 1 and 3
 (DDIM, 50 steps; image j asked for class j % 10) with the section's model and saves them (uint8,
 ``torch.load``) as ``{section}_judge_w{w}.pt``, for ``benchmarks/cifar_judge.py`` to score with a CIFAR-10
 classifier.
@@ -140,7 +140,7 @@ def main():
     ap.add_argument("--standin", action="store_true", help="synthetic stand-in data in CIFAR-10's format (no network)")
     ap.add_argument("--sheets", default=None, help="read CIFAR-10 from image sheets in this folder (cifar_from_sheets)")
     ap.add_argument("--judge-samples", type=int, default=0,
-                    help="after each class-conditional section, draw this many images at w = 0 and w = 3 "
+                    help="after each class-conditional section, draw this many images at w = 0, 1 and 3 "
                     "(for cifar_judge.py)")
     ap.add_argument("--only", default="", help="run only the notebooks whose names start with this (e.g. 05)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "gpu_sections"))
@@ -198,7 +198,7 @@ def main():
                 torch.save(samples.cpu(), os.path.join(args.out, f"{section}_samples.pt"))
             if args.judge_samples and section.split("_")[0] in CLASS_MODELS:
                 model, schedule, ae = (namespace[v] if v else None for v in CLASS_MODELS[section.split("_")[0]])
-                for w in (0.0, 3.0):
+                for w in (0.0, 1.0, 3.0):
                     t0 = time.time()
                     xs = scale.sample(model, schedule, args.judge_samples, steps=50, w=w, progress=False,
                                       decode=ae.from_latent if ae is not None else None)

@@ -17,10 +17,15 @@ def identify(path: str) -> dict:
         return {"path": os.path.relpath(path, REPO_ROOT), "sha1": hashlib.sha1(f.read()).hexdigest()}
 
 
+def provenance(command: str) -> dict:
+    """{command, date, torch, machine} of the run now going on."""
+    return {"command": command, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"}
+
+
 def write_results(out: str, command: str, **fields) -> dict:
     """Write {command, date, torch, machine, **fields} to ``out`` as JSON and return it."""
-    result = {"command": command, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads", **fields}
+    result = {**provenance(command), **fields}
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

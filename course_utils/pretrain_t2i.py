@@ -275,23 +275,49 @@ def _train_text_unet(config: dict, name: str, path, progress, target=None, image
         cond = ids[idx].clone()
         drop = torch.rand(len(idx)) < config["p_uncond"]
         cond[drop] = model.null_cond(cond[drop])                       # the empty caption: p(x) learned too
-        return eps_loss(lambda z, t: model(z, t, cond, **extra), x0, schedule).mean()
+        eps_fn = lambda z, t: model(z, t, cond, **extra)  # noqa: E731
+        if config.get("min_snr") is None:
+            return eps_loss(eps_fn, x0, schedule).mean()
+        t = schedule.sample_times(len(idx), like=x0)
+        return (eps_loss(eps_fn, x0, schedule, t=t) * min_snr_weight(schedule, t, config["min_snr"])).mean()
 
     out = train(model, loss_fn, opt, config["steps"], ema=ema, grad_clip=config["grad_clip"], scheduler=sched,
                 progress=progress, desc=name, ema_warmup=True)
     return _save(name, path, ema.model, config, out, tail=200)
 
 
+def check_min_snr(gamma) -> None:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+        raise ValueError(f"min_snr must be a positive number (gamma), got {gamma!r}")
+
+
+def min_snr_weight(schedule: DiscreteSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights for noise prediction (Hang et al. 2023): min(SNR(t), gamma) / SNR(t) with
+    SNR = alpha^2 / sigma^2. Noisy steps (SNR <= gamma) keep weight 1; nearly clean ones, whose noise is easy to
+    read off and whose gradients pull against the noisy steps', are weighted down as gamma / SNR."""
+    check_min_snr(gamma)
+    snr = (schedule.alpha(t) / schedule.sigma(t)) ** 2
+    return snr.clamp(max=gamma) / snr
+
+
 def _pretrain_glide(default: dict, name: str, path, iters, progress) -> dict:
     return _train_text_unet(start_config(default, iters), name, path, progress)
 
 
+# keys a benchmark's variant may add to a shipped recipe: "min_snr", Min-SNR-gamma loss weights (min_snr_weight)
+OPTIONAL_KEYS = {"min_snr"}
+
+
 def _variant(config: dict | None, default: dict, name: str) -> dict:
-    """``config`` (a benchmark's variant of a shipped recipe), or ``default`` if None; it must have the same keys."""
+    """``config`` (a benchmark's variant of a shipped recipe), or ``default`` if None; it must have the same keys,
+    plus optionally those of ``OPTIONAL_KEYS`` (checked here, before any training starts; None means off)."""
     if config is None:
         return default
-    if set(config) != set(default):
-        raise ValueError(f"config must have the keys of {name} {sorted(default)}, got {sorted(config)}")
+    if set(config) - OPTIONAL_KEYS != set(default):
+        raise ValueError(f"config must have the keys of {name} {sorted(default)} (and optionally "
+                         f"{sorted(OPTIONAL_KEYS)}), got {sorted(config)}")
+    if config.get("min_snr") is not None:
+        check_min_snr(config["min_snr"])
     return config
 
 
